@@ -1,0 +1,5 @@
+import sys
+
+from equivision.cli import main
+
+sys.exit(main())

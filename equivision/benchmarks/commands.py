@@ -1,0 +1,253 @@
+"""``equivision probe ...``: evaluate checkpoints with the probes and compare results.
+
+* ``probe run --checkpoint PATH --data DIR`` extracts (cached) frozen features of the train and
+  val splits, runs the probes and writes ``results.json``, ``results.md`` and ``plots/``.
+* ``probe compare RESULTS.json... --out DIR`` puts several results side by side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+PROBE_ORDER = ("linear", "rotation", "color", "translation", "retrieval")
+
+
+def _csv(s: str) -> list[str]:
+    return [p.strip() for p in s.split(",") if p.strip()]
+
+
+def _floats(s: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(p) for p in _csv(s))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {s!r}") from None
+
+
+def register(group_parser: argparse.ArgumentParser) -> None:
+    sub = group_parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    run = sub.add_parser("run", help="run the probes on a checkpoint", description=_run.__doc__)
+    run.add_argument("--checkpoint", required=True, help="run folder, backbone.safetensors or its .json")
+    run.add_argument("--data", help="3DIEBench-layout dataset root (default: the record's data.root)")
+    run.add_argument("--split-dir", help="folder with {train,val}_images.npy (default: --data)")
+    run.add_argument("--probes", default=",".join(PROBE_ORDER), help="comma-separated; default: %(default)s")
+    run.add_argument("--epochs", type=int, default=300, help="probe training epochs (default 300, official)")
+    run.add_argument(
+        "--select-epochs", type=int, help="epochs of the held-out grid search (default: --epochs)"
+    )
+    run.add_argument("--lr-grid", type=_floats, default=(3e-4, 1e-3, 3e-3), help="default 3e-4,1e-3,3e-3")
+    run.add_argument("--wd-grid", type=_floats, default=(0.0,), help="default 0")
+    run.add_argument("--holdout", type=float, default=0.15, help="fraction of training objects for selection")
+    run.add_argument("--batch-size", type=int, default=256, help="probe batch size (default 256, official)")
+    run.add_argument(
+        "--eval-pairs", type=int, default=5, help="random view pairs per val object (regression)"
+    )
+    run.add_argument(
+        "--color-head", choices=("mlp", "linear"), default="mlp", help="mlp: SIE, linear: EquiCaps"
+    )
+    run.add_argument("--regression-parts", default="full", help="parts for rotation/colour/translation")
+    run.add_argument("--image-size", type=int, help="resize to this size (default: the record's input_size)")
+    run.add_argument("--extract-batch-size", type=int, default=256)
+    run.add_argument("--workers", type=int, default=4, help="DataLoader workers for feature extraction")
+    run.add_argument("--retrieval-splits", default="val", help="splits for PRE/MRR (val, train)")
+    run.add_argument("--cache-dir", help="feature cache folder (default: $EQUIVISION_CACHE or ~/.cache)")
+    run.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
+    run.add_argument("--out", help="output folder (default: <run>/report/probes or ./probe-results/<name>)")
+    run.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    run.add_argument("--seed", type=int, default=0)
+    run.set_defaults(func=_run)
+
+    cmp = sub.add_parser(
+        "compare", help="compare several results.json side by side", description=_compare.__doc__
+    )
+    cmp.add_argument("results", nargs="+", help="results.json files written by `probe run`")
+    cmp.add_argument("--names", help="comma-separated column names (default: each file's name)")
+    cmp.add_argument("--out", help="folder for compare.md (default: print only)")
+    cmp.set_defaults(func=_compare)
+
+
+def _user_error(msg: str) -> Exception:
+    from equivision.cli import UserError
+
+    return UserError(msg)
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Extract (cached) frozen features, run the probes, write results.json / results.md / plots."""
+    from equivision.benchmarks import probes as P
+    from equivision.benchmarks.features import (
+        CheckpointError,
+        default_cache_dir,
+        extract_features,
+        find_run_dir,
+        load_backbone_checkpoint,
+        resolve_device,
+    )
+    from equivision.benchmarks.report import build_results, markdown_table, write_report
+    from equivision.data.schema import MEAN, STD
+
+    names = _csv(args.probes)
+    unknown = [n for n in names if n not in P.PROBES]
+    if unknown or not names:
+        raise _user_error(f"--probes: unknown {unknown or names}; known: {', '.join(P.PROBES.names())}")
+    try:
+        backbone, record = load_backbone_checkpoint(args.checkpoint)
+    except (CheckpointError, FileNotFoundError, KeyError) as e:
+        raise _user_error(str(e)) from None
+    run_dir = find_run_dir(args.checkpoint)
+    data_root = args.data or (record.get("data") or {}).get("root")
+    if not data_root:
+        raise _user_error("--data is required (the checkpoint record names no data.root)")
+    image_size = args.image_size or record.get("input_size")
+    device = resolve_device(args.device)
+    notes: list[str] = []
+    if record.get("mean") and record.get("std"):
+        if not (_close(record["mean"], MEAN) and _close(record["std"], STD)):
+            notes.append(
+                f"the checkpoint was trained with mean {record['mean']} / std {record['std']}; the reader "
+                f"normalises with the official {list(MEAN)} / {list(STD)}"
+            )
+    try:
+        cfg = P.ProbeConfig(
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            lr_grid=args.lr_grid,
+            wd_grid=args.wd_grid,
+            holdout_fraction=args.holdout,
+            select_epochs=args.select_epochs,
+            eval_pairs_per_object=args.eval_pairs,
+            color_head=args.color_head,
+            regression_parts=tuple(_csv(args.regression_parts)),
+            seed=args.seed,
+            device=str(device),
+            progress=True,
+        )
+    except ValueError as e:
+        raise _user_error(str(e)) from None
+
+    datasets = _datasets(data_root, args.split_dir, image_size)
+    cache_dir = None if args.no_cache else Path(args.cache_dir) if args.cache_dir else default_cache_dir()
+    sha = record["files"]["sha256"]
+    arrays = {}
+    for split, ds in datasets.items():
+        print(f"features: {split} ({ds.num_objects} objects x {ds.views_per_object} views)", file=sys.stderr)
+        arrays[split] = extract_features(
+            backbone,
+            ds,
+            args.extract_batch_size,
+            device,
+            cache_dir=cache_dir,
+            checkpoint_sha256=sha,
+            num_workers=args.workers,
+        )
+    train, val = (P.FeatureSplit.from_arrays(arrays[s]) for s in ("train", "val"))
+    parts = P.feature_parts(record, train.dim)
+    ctx = P.ProbeContext(train, val, cfg, parts)
+    if "retrieval" in names:
+        _attach_retrieval(ctx, run_dir, args, data_root, image_size, cache_dir, device)
+
+    results = P.run_probes(
+        [n for n in PROBE_ORDER if n in names] + [n for n in names if n not in PROBE_ORDER], ctx
+    )
+    method = str(record.get("method", "checkpoint"))
+    label = run_dir.name if run_dir else Path(args.checkpoint).resolve().parent.name
+    name = f"{method} ({label})"
+    default_out = run_dir / "report" / "probes" if run_dir else Path("probe-results") / f"{method}-{label}"
+    out = Path(args.out) if args.out else default_out
+    ck = {k: v for k, v in record.items() if k != "config"}
+    doc = build_results(
+        results,
+        name=name,
+        checkpoint=ck,
+        data={
+            "root": str(Path(data_root).resolve()),
+            "split_dir": args.split_dir,
+            "image_size": image_size,
+            "train_objects": train.num_objects,
+            "val_objects": val.num_objects,
+            "views_per_object": train.views,
+            "latent_size": train.latents.shape[-1],
+        },
+        protocol={**cfg.protocol(), "parts": {k: list(v) for k, v in parts.items()}},
+        notes=notes,
+    )
+    paths = write_report(doc, results, out, train.classes)
+    print(markdown_table(doc))
+    print(f"wrote {paths['json']}, {paths['markdown']} and {len(paths['plots'])} plots", file=sys.stderr)
+    return 0
+
+
+def _close(a: Any, b: Any, tol: float = 1e-4) -> bool:
+    return len(a) == len(b) and all(abs(float(x) - float(y)) <= tol for x, y in zip(a, b, strict=True))
+
+
+def _datasets(root: str, split_dir: str | None, image_size: int | None) -> dict[str, Any]:
+    from equivision.data.iebench import DatasetError, IEBenchViews
+
+    try:
+        return {
+            s: IEBenchViews(root, s, image_size=image_size, split_dir=split_dir) for s in ("train", "val")
+        }
+    except (DatasetError, FileNotFoundError) as e:
+        raise _user_error(str(e)) from None
+
+
+def _attach_retrieval(ctx, run_dir, args, data_root, image_size, cache_dir, device) -> None:
+    """Give the context a retrieval callable when the run has a full method checkpoint."""
+    from equivision.benchmarks.probes import ProbeResult, skipped
+
+    if run_dir is None or not (run_dir / "checkpoints" / "last.pt").is_file():
+        ctx.retrieval_note = "no run folder with checkpoints/last.pt and config.yaml next to the checkpoint"
+        return
+    splits = _csv(args.retrieval_splits)
+    bad = [s for s in splits if s not in ("train", "val")]
+    if bad:
+        raise _user_error(f"--retrieval-splits: unknown {bad}; expected train and/or val")
+
+    def run() -> dict[str, ProbeResult]:
+        from equivision.benchmarks.features import CheckpointError
+        from equivision.benchmarks.retrieval import method_retrieval
+
+        datasets = {
+            s: ds for s, ds in _datasets(data_root, args.split_dir, image_size).items() if s in splits
+        }
+        try:
+            res = method_retrieval(
+                run_dir,
+                datasets,
+                cache_dir=cache_dir,
+                device=device,
+                batch_size=args.extract_batch_size,
+                num_workers=args.workers,
+            )
+        except CheckpointError as e:
+            return {"retrieval": skipped(f"cannot load the method checkpoint: {e}")}
+        if "" in res:
+            return {"retrieval": ProbeResult(res[""][0])}
+        return {f"retrieval/{s}": ProbeResult(m, a) for s, (m, a) in res.items()}
+
+    ctx.retrieval = run
+
+
+def _compare(args: argparse.Namespace) -> int:
+    """Print (and write) a Markdown table with several probe results side by side."""
+    from equivision.benchmarks.report import compare_table, load_results
+    from equivision.utils.io import atomic_write_text
+
+    try:
+        docs = [load_results(p) for p in args.results]
+    except ValueError as e:
+        raise _user_error(str(e)) from None
+    names = _csv(args.names) if args.names else None
+    if names is not None and len(names) != len(docs):
+        raise _user_error(f"--names has {len(names)} names for {len(docs)} results files")
+    table = compare_table(docs, names)
+    print(table)
+    if args.out:
+        path = atomic_write_text(Path(args.out) / "compare.md", table)
+        print(f"wrote {path}", file=sys.stderr)
+    return 0

@@ -1,0 +1,225 @@
+"""``equivision bench render``: images/s of the iebench renderer and its image noise, optionally
+side by side with Blender Cycles (the renderer of the original 3DIEBench) on the same CPU.
+
+Per resolution: the scene is built for one mesh, one warm-up render (view 0 with another seed;
+it also compiles the LLVM kernels) is not timed, then ``views`` views are timed end to end
+(scene update, render, denoise, tone map, JPEG encode). Noise sigma = RMS(v0 - v0') / sqrt(2) in
+8-bit levels, v0 and v0' being view 0 rendered with two seeds (after denoising and tone mapping),
+the definition used in shared/reference/render-peer-benchmark.md.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from equivision.renderers.postprocess import TONEMAPS, denoise, encode_jpeg, to_uint8
+from equivision.renderers.sampling import noise_seed, sample_view
+from equivision.renderers.scene import IEBenchScene, SceneSettings
+
+
+@dataclass
+class BenchResult:
+    renderer: str
+    setting: str
+    resolution: int
+    spp: int
+    seconds_per_image: float
+    images_per_second: float
+    noise_sigma: float
+    views: int
+    other_cores: float | None = None
+
+
+def sigma_8bit(a: np.ndarray, b: np.ndarray) -> float:
+    d = a.astype(np.float64) - b.astype(np.float64)
+    return float(np.sqrt(np.mean(d * d) / 2.0))
+
+
+def load_bench_mesh(mesh: str | None):
+    """A mesh for the benchmark: an .obj path (grey 0.7, like the Cycles script) or a procedural one."""
+    from equivision.renderers.meshes.base import build_mesh_source, normalise
+
+    if mesh and mesh.endswith(".obj"):
+        import trimesh
+
+        m = trimesh.load(mesh, force="mesh", process=False)
+        v = normalise(np.asarray(m.vertices, dtype=np.float64))
+        f = np.asarray(m.faces, dtype=np.int64)
+        return v, f, np.full((len(f), 3), 0.7, dtype=np.float32), Path(mesh).stem
+    cls = mesh or "chair"
+    src = build_mesh_source("procedural", objects_per_class=1, classes=[cls])
+    m = src.load(cls, f"{cls}_0000")
+    return m.vertices, m.faces, m.face_colors, f"procedural-{cls}"
+
+
+def _cpu_snapshot() -> tuple[float, float]:
+    """(busy jiffies of the whole machine, this process's CPU seconds)."""
+    try:
+        with open("/proc/stat") as f:
+            vals = [float(x) for x in f.readline().split()[1:]]
+        busy = sum(vals) - vals[3] - (vals[4] if len(vals) > 4 else 0)
+    except OSError:
+        busy = float("nan")
+    return busy / os.sysconf("SC_CLK_TCK"), time.process_time()
+
+
+def bench_mitsuba(
+    settings: SceneSettings, use_denoiser: bool, tonemap: str, mesh: str | None, views: int, seed: int = 0
+) -> BenchResult:
+    import mitsuba as mi
+
+    v, f, c, mesh_name = load_bench_mesh(mesh)
+    scene = IEBenchScene(mi, replace(settings, aovs=use_denoiser), v, f, c)
+    tm = TONEMAPS.get(tonemap)
+
+    def one(view_idx: int, noise: int) -> np.ndarray:
+        out = scene.render(sample_view(seed, "bench", view_idx), noise)
+        color = denoise(out.color, out.albedo, out.normal) if use_denoiser else out.color
+        img = to_uint8(tm(color))
+        encode_jpeg(img)
+        return img
+
+    warm = one(0, noise_seed(seed + 1, "bench", 0))
+    times, first = [], None
+    busy0, own0 = _cpu_snapshot()
+    t_all = time.perf_counter()
+    for i in range(views):
+        t0 = time.perf_counter()
+        img = one(i, noise_seed(seed, "bench", i))
+        times.append(time.perf_counter() - t0)
+        if i == 0:
+            first = img
+    wall = time.perf_counter() - t_all
+    busy1, own1 = _cpu_snapshot()
+    other = max(0.0, ((busy1 - busy0) - (own1 - own0)) / wall) if wall > 0 else None
+    med = statistics.median(times)
+    name = (
+        f"mitsuba {mi.variant()} {settings.integrator}"
+        f"{'(d%d)' % settings.max_depth if settings.integrator == 'path' else ''} {settings.sampler}"
+        f" sun={settings.sun} {'oidn' if use_denoiser else 'no-denoise'} {tonemap} mesh={mesh_name}"
+    )
+    return BenchResult(
+        "mitsuba",
+        name,
+        settings.resolution,
+        settings.spp,
+        med,
+        1.0 / med,
+        sigma_8bit(first, warm),
+        views,
+        other,
+    )
+
+
+def bench_cycles(
+    python: str,
+    script: str,
+    resolution: int,
+    spp: int,
+    views: int,
+    mesh_dir: str,
+    denoise_mode: str = "bproc",
+    timeout: float = 3600,
+) -> BenchResult:
+    """Run shared/bench/blender_3diebench.py (BlenderProc-like Cycles) in its own Python."""
+    from PIL import Image
+
+    with tempfile.TemporaryDirectory(prefix="equivision_cycles_") as tmp:
+        cmd = [
+            python,
+            script,
+            "--res",
+            str(resolution),
+            "--spp",
+            str(spp),
+            "--denoise",
+            denoise_mode,
+            "--mesh",
+            "chair",
+            "--views",
+            str(views),
+            "--mesh-dir",
+            mesh_dir,
+            "--example-dir",
+            tmp,
+        ]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+        if proc.returncode != 0 or not lines:
+            raise RuntimeError(f"Cycles benchmark failed ({' '.join(cmd)}):\n{proc.stderr[-2000:]}")
+        rec = json.loads(lines[-1][len("RESULT ") :])
+        pngs = sorted(Path(tmp).glob("*.png"))
+        v0 = next(p for p in pngs if p.name.endswith("_v0.png"))
+        w0 = next(p for p in pngs if p.name.endswith("_v0_seed1.png"))
+        sig = sigma_8bit(np.asarray(Image.open(v0).convert("RGB")), np.asarray(Image.open(w0).convert("RGB")))
+    return BenchResult(
+        "cycles",
+        f"cycles {denoise_mode} (bpy {rec.get('blender', '?')})",
+        resolution,
+        spp,
+        rec["median_s"],
+        1.0 / rec["median_s"],
+        sig,
+        views,
+        rec.get("other_cores"),
+    )
+
+
+def write_report(results: list[BenchResult], out: str | Path, meta: dict) -> dict:
+    from equivision.utils.io import atomic_write_json
+
+    rows = [asdict(r) for r in results]
+    ratios = []
+    for r in results:
+        if r.renderer != "mitsuba":
+            continue
+        peer = next((p for p in results if p.renderer == "cycles" and p.resolution == r.resolution), None)
+        if peer:
+            ratios.append(
+                {
+                    "resolution": r.resolution,
+                    "speedup_vs_cycles": r.images_per_second / peer.images_per_second,
+                    "noise_mitsuba": r.noise_sigma,
+                    "noise_cycles": peer.noise_sigma,
+                    "equal_or_lower_noise": r.noise_sigma <= peer.noise_sigma + 1e-9,
+                }
+            )
+    report = {"meta": meta, "results": rows, "ratios": ratios}
+    atomic_write_json(out, report)
+    return report
+
+
+def format_table(results: list[BenchResult]) -> str:
+    head = "| renderer / setting | res | spp | s/img | img/s | noise σ (8-bit) | other cores |\n|---|---|---|---|---|---|---|"
+    rows = [
+        f"| {r.setting} | {r.resolution} | {r.spp} | {r.seconds_per_image:.3f} | {r.images_per_second:.2f} | "
+        f"{r.noise_sigma:.2f} | {'' if r.other_cores is None or math.isnan(r.other_cores) else f'{r.other_cores:.2f}'} |"
+        for r in results
+    ]
+    return "\n".join([head, *rows])
+
+
+def environment() -> dict:
+    import platform
+
+    import mitsuba as mi
+
+    return {
+        "python": sys.version.split()[0],
+        "mitsuba": mi.__version__,
+        "variant": mi.variant(),
+        "cpu_count": os.cpu_count(),
+        "machine": platform.machine(),
+        "processor": platform.processor(),
+    }

@@ -1,0 +1,122 @@
+"""CLI: ``equivision bench render|train|loader`` (speed benchmarks; ratios against a baseline
+measured in the same run, never timed tests)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import tempfile
+from pathlib import Path
+
+from equivision.utils.registry import Registry
+
+# sub-command name -> module that defines add_arguments(parser) and run(args) -> int
+BENCHES = Registry("benchmark")
+BENCHES.register("render", "equivision.benchmarks.speed_commands:RenderBench")
+BENCHES.register("train", "equivision.benchmarks.train_speed:TrainBench")
+BENCHES.register("loader", "equivision.benchmarks.train_speed:LoaderBench")
+
+
+def _load(target: str):
+    mod, _, attr = target.partition(":")
+    try:
+        return getattr(importlib.import_module(mod), attr)
+    except (ImportError, AttributeError):
+        return None
+
+
+def register(group: argparse.ArgumentParser) -> None:
+    sub = group.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in BENCHES.names():
+        cls = _load(BENCHES.get(name))
+        if cls is None:
+            continue
+        p = sub.add_parser(name, help=cls.help, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        cls.add_arguments(p)
+        p.set_defaults(func=cls.run)
+
+
+class RenderBench:
+    help = "images/s and noise of the iebench renderer (optionally beside Blender Cycles)"
+
+    @staticmethod
+    def add_arguments(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--res", default="64,128,256", help="comma-separated resolutions")
+        p.add_argument("--spp", type=int, default=32)
+        p.add_argument("--variant", default="auto")
+        p.add_argument("--integrator", default="path", choices=["path", "direct"])
+        p.add_argument("--max-depth", type=int, default=5)
+        p.add_argument("--sampler", default="multijitter")
+        p.add_argument("--sun", default="cone", choices=["cone", "directional"])
+        p.add_argument("--denoise", default="auto", choices=["auto", "on", "off"])
+        p.add_argument("--tonemap", default="filmic", choices=["filmic", "srgb"])
+        p.add_argument("--views", type=int, default=5, help="timed views per setting (median reported)")
+        p.add_argument("--mesh", default=None, help="an .obj path or a procedural class (default: chair)")
+        p.add_argument(
+            "--cycles-python",
+            default=None,
+            help="a Python with the bpy module: also run Blender Cycles (BlenderProc-like) on the same CPU",
+        )
+        p.add_argument("--cycles-script", default="../shared/bench/blender_3diebench.py")
+        p.add_argument("--cycles-res", default="256", help="resolutions for Cycles (it is slow)")
+        p.add_argument("--cycles-spp", type=int, default=100, help="3DIEBench's BlenderProc setting: 100")
+        p.add_argument("--out", default="bench_render.json")
+
+    @staticmethod
+    def run(args: argparse.Namespace) -> int:
+        from equivision.benchmarks.render_speed import (
+            bench_cycles,
+            bench_mitsuba,
+            environment,
+            format_table,
+            write_report,
+        )
+        from equivision.cli import UserError
+        from equivision.renderers.postprocess import denoise_available
+        from equivision.renderers.scene import SceneSettings
+        from equivision.renderers.variants import choose_variant, is_jit
+
+        choice = choose_variant(args.variant)
+        use_dn = args.denoise == "on" or (
+            args.denoise == "auto" and is_jit(choice.variant) and denoise_available()
+        )
+        if args.denoise == "on" and not denoise_available():
+            raise UserError("--denoise on needs pyoidn")
+        results = []
+        mesh = args.mesh
+        if args.cycles_python:
+            script = Path(args.cycles_script)
+            if not script.exists():
+                raise UserError(f"Cycles script not found: {script}")
+            mesh_dir = tempfile.mkdtemp(prefix="equivision_bench_meshes_")
+            for r in (int(x) for x in args.cycles_res.split(",")):
+                print(f"Cycles {r} px, {args.cycles_spp} spp ...", flush=True)
+                results.append(
+                    bench_cycles(args.cycles_python, str(script), r, args.cycles_spp, args.views, mesh_dir)
+                )
+            mesh = mesh or str(Path(mesh_dir) / "chair.obj")  # the very same geometry
+        for r in (int(x) for x in args.res.split(",")):
+            s = SceneSettings(
+                resolution=r,
+                spp=args.spp,
+                integrator=args.integrator,
+                max_depth=args.max_depth,
+                sampler=args.sampler,
+                sun=args.sun,
+            )
+            print(f"Mitsuba {choice.variant} {r} px, {args.spp} spp ...", flush=True)
+            results.append(bench_mitsuba(s, use_dn, args.tonemap, mesh, args.views))
+        report = write_report(
+            results, args.out, {"environment": environment(), "args": vars(args) | {"func": None}}
+        )
+        print(format_table(results))
+        for q in report["ratios"]:
+            print(
+                f"{q['resolution']} px: {q['speedup_vs_cycles']:.2f}x Cycles' images/s at noise "
+                f"{q['noise_mitsuba']:.2f} vs {q['noise_cycles']:.2f} (8-bit levels)"
+            )
+        print(f"written: {args.out}")
+        json.dumps(report)
+        return 0

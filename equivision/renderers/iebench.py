@@ -1,0 +1,422 @@
+"""``equivision render iebench``: a 3DIEBench(-T)-style dataset in the official layout.
+
+    <out>/<class>/<object>/image_{i}.jpg + latent_{i}.npy     (float64, 7 values; 10 with translation)
+    <out>/{train,val}_images.npy, {train,val}_labels.npy       (object-level split, stratified by class)
+    <out>/manifest.json                                        (settings, variant, classes, counts, failures)
+    <out>/.equivision/                                         (settings lock and per-shard status)
+
+Every view depends only on (seed, object, view index), so worker counts, shards and
+interruptions never change a byte. A view is done when both of its files exist (each written
+atomically), so re-running the same command resumes. Images are stored in true RGB order (the
+official generator wrote BlenderProc's RGB output with cv2, which expects BGR, so the official
+JPEGs probably have R and B swapped).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import multiprocessing as mp
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from equivision.renderers.meshes.base import MeshLoadError, build_mesh_source
+from equivision.renderers.postprocess import TONEMAPS, denoise, denoise_available, encode_jpeg, to_uint8
+from equivision.renderers.sampling import noise_seed, sample_view
+from equivision.renderers.scene import SceneSettings
+from equivision.utils.io import atomic_save_npy, atomic_write_bytes, atomic_write_json
+
+STATE_DIR = ".equivision"
+FORMAT = "3diebench"
+
+
+@dataclass
+class RenderConfig:
+    out: str
+    source: str = "procedural"
+    source_options: dict = field(default_factory=dict)
+    views_per_object: int = 50
+    translation: bool = False
+    seed: int = 0
+    jpeg_quality: int = 95
+    tonemap: str = "filmic"
+    denoise: str = "auto"  # auto (on for llvm/cuda when pyoidn is installed) | on | off
+    variant: str = "auto"
+    scene: SceneSettings = field(default_factory=SceneSettings)
+    val_fraction: float = 0.2
+    max_objects: int | None = None  # per class; None = all
+
+    def content_key(self) -> dict:
+        """The settings that decide what is rendered (a resumed run must use the same ones)."""
+        d = dataclasses.asdict(self)
+        d.pop("out")
+        return d
+
+
+@dataclass
+class ObjectResult:
+    class_name: str
+    object_id: str
+    rendered: int = 0
+    skipped: int = 0
+    error: str | None = None
+    seconds: float = 0.0
+
+
+def object_dir(out: Path, class_name: str, object_id: str) -> Path:
+    return out / class_name / object_id
+
+
+def view_done(d: Path, i: int) -> bool:
+    return (d / f"image_{i}.jpg").is_file() and (d / f"latent_{i}.npy").is_file()
+
+
+class ObjectRenderer:
+    """Renders every missing view of one object; holds the Mitsuba variant of its process."""
+
+    def __init__(self, cfg: RenderConfig, variant: str, use_denoiser: bool, source):
+        import mitsuba as mi
+
+        from equivision.renderers.scene import cone_sun_envmap
+
+        self.cfg, self.variant, self.use_denoiser, self.source = cfg, variant, use_denoiser, source
+        self.mi = mi
+        self.scene_settings = dataclasses.replace(cfg.scene, aovs=use_denoiser)
+        self.envmap = cone_sun_envmap(mi) if cfg.scene.sun == "cone" else None
+        self.tonemap = TONEMAPS.get(cfg.tonemap)
+
+    def render_object(
+        self, class_name: str, object_id: str, on_view: Callable[[], None] | None = None
+    ) -> ObjectResult:
+        from equivision.renderers.scene import IEBenchScene
+
+        cfg = self.cfg
+        out = Path(cfg.out)
+        res = ObjectResult(class_name, object_id)
+        t0 = time.perf_counter()
+        d = object_dir(out, class_name, object_id)
+        for stale in d.glob(".*.tmp"):  # left by a killed run: never read, safe to drop
+            stale.unlink(missing_ok=True)
+        todo = [i for i in range(cfg.views_per_object) if not view_done(d, i)]
+        res.skipped = cfg.views_per_object - len(todo)
+        if not todo:
+            return res
+        key = f"{class_name}/{object_id}"
+        try:
+            mesh = self.source.load(class_name, object_id)
+            scene = IEBenchScene(
+                self.mi, self.scene_settings, mesh.vertices, mesh.faces, mesh.face_colors, envmap=self.envmap
+            )
+            for i in todo:
+                view = sample_view(cfg.seed, key, i, translation=cfg.translation)
+                out_img = scene.render(view, noise_seed(cfg.seed, key, i))
+                color = out_img.color
+                if self.use_denoiser:
+                    color = denoise(color, out_img.albedo, out_img.normal)
+                rgb8 = to_uint8(self.tonemap(color))
+                atomic_write_bytes(d / f"image_{i}.jpg", encode_jpeg(rgb8, cfg.jpeg_quality))
+                atomic_save_npy(d / f"latent_{i}.npy", view.latent())  # written last: marks the view done
+                res.rendered += 1
+                if on_view is not None:
+                    on_view()
+        except (MeshLoadError, RuntimeError, ValueError, OSError) as e:
+            res.error = f"{type(e).__name__}: {e}"
+        res.seconds = time.perf_counter() - t0
+        return res
+
+
+# ---------------------------------------------------------------- worker processes
+_WORKER: dict = {}
+
+
+def _worker_init(cfg_dict: dict, variant: str, use_denoiser: bool, threads: int, counter) -> None:
+    from equivision.renderers.variants import choose_variant
+
+    cfg = config_from_dict(cfg_dict)
+    choose_variant(variant)
+    import drjit as dr
+
+    dr.set_thread_count(threads)
+    source = build_mesh_source(cfg.source, **cfg.source_options)
+    _WORKER.update(renderer=ObjectRenderer(cfg, variant, use_denoiser, source), counter=counter)
+
+
+def _worker_render(task: tuple[str, str]) -> ObjectResult:
+    counter = _WORKER["counter"]
+
+    def tick() -> None:
+        with counter.get_lock():
+            counter.value += 1
+
+    return _WORKER["renderer"].render_object(*task, on_view=tick)
+
+
+def config_from_dict(d: dict) -> RenderConfig:
+    d = dict(d)
+    d["scene"] = SceneSettings(**d["scene"])
+    return RenderConfig(**d)
+
+
+# ---------------------------------------------------------------- the job
+@dataclass
+class JobSummary:
+    out: str
+    variant: str
+    planned_objects: int
+    rendered: int
+    skipped: int
+    failures: list[dict]
+    seconds: float
+    complete: bool
+    manifest: dict
+
+    def text(self) -> str:
+        rate = self.rendered / self.seconds if self.seconds > 0 else 0.0
+        lines = [
+            f"rendered {self.rendered} images ({rate:.2f} img/s) of {self.planned_objects} objects in "
+            f"{self.seconds:.1f} s with Mitsuba {self.variant}; {self.skipped} views were already done",
+            f"{len(self.failures)} object(s) failed"
+            + (" (listed in manifest.json)" if self.failures else ""),
+        ]
+        if self.complete:
+            sp = self.manifest.get("split", {})
+            lines.append(
+                f"dataset complete: {self.manifest['num_images']} images, {sp.get('train', 0)} train / "
+                f"{sp.get('val', 0)} val objects, {len(self.manifest['classes'])} classes -> {self.out}"
+            )
+        else:
+            lines.append(
+                "other shards are not finished yet: split files and the full manifest are written "
+                "by the last shard to finish"
+            )
+        return "\n".join(lines)
+
+
+def plan_objects(source, max_objects: int | None) -> list[tuple[str, str]]:
+    objs = source.objects()
+    if max_objects is None:
+        return objs
+    seen: dict[str, int] = {}
+    out = []
+    for c, o in objs:
+        if seen.get(c, 0) < max_objects:
+            out.append((c, o))
+            seen[c] = seen.get(c, 0) + 1
+    return out
+
+
+def _lock_settings(out: Path, cfg: RenderConfig) -> None:
+    """Refuse to mix renders made with different settings in one folder."""
+    path = out / STATE_DIR / "settings.json"
+    key = json.loads(json.dumps(cfg.content_key()))
+    if path.exists():
+        old = json.loads(path.read_text())
+        if old != key:
+            diff = [
+                f"{k}: {old.get(k)!r} -> {key.get(k)!r}"
+                for k in sorted(set(old) | set(key))
+                if old.get(k) != key.get(k)
+            ]
+            raise ValueError(
+                f"{out} was rendered with other settings ({'; '.join(diff)}); "
+                "use the same settings to resume, or another output folder"
+            )
+    else:
+        atomic_write_json(path, key)
+
+
+def run_render(
+    cfg: RenderConfig, workers: int = 1, shard: int = 0, num_shards: int = 1, progress: bool = True
+) -> JobSummary:
+    from tqdm import tqdm
+
+    from equivision.renderers.variants import choose_variant, is_jit
+
+    if num_shards < 1 or not 0 <= shard < num_shards:
+        raise ValueError(f"need 0 <= shard < num_shards, got shard={shard}, num_shards={num_shards}")
+    if cfg.views_per_object < 1:
+        raise ValueError(f"views per object must be >= 1, got {cfg.views_per_object}")
+    if cfg.tonemap not in TONEMAPS:
+        raise ValueError(f"unknown tone map {cfg.tonemap!r}; known: {', '.join(TONEMAPS.names())}")
+    if cfg.denoise not in ("auto", "on", "off"):
+        raise ValueError(f"denoise must be auto, on or off, got {cfg.denoise!r}")
+    cfg.scene.validate()
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    _lock_settings(out, cfg)
+
+    choice = choose_variant(cfg.variant)
+    if cfg.denoise == "on" and not denoise_available():
+        raise ValueError("--denoise on needs the pyoidn package: pip install 'equivision[denoise]'")
+    use_denoiser = cfg.denoise == "on" or (
+        cfg.denoise == "auto" and is_jit(choice.variant) and denoise_available()
+    )
+    if choice.note:
+        print(f"note: {choice.note}")
+
+    source = build_mesh_source(cfg.source, **cfg.source_options)
+    planned = plan_objects(source, cfg.max_objects)
+    mine = [o for i, o in enumerate(planned) if i % num_shards == shard]
+    todo_views = sum(
+        sum(not view_done(object_dir(out, c, o), i) for i in range(cfg.views_per_object)) for c, o in mine
+    )
+    t0 = time.perf_counter()
+    results: list[ObjectResult] = []
+    bar = tqdm(total=todo_views, unit="img", desc=f"render {out.name}", disable=not progress, smoothing=0.05)
+    try:
+        if workers <= 1:
+            renderer = ObjectRenderer(cfg, choice.variant, use_denoiser, source)
+            for c, o in mine:
+                results.append(renderer.render_object(c, o, on_view=lambda: bar.update(1)))
+        else:
+            results = _run_pool(cfg, mine, workers, choice.variant, use_denoiser, bar)
+    finally:
+        bar.close()
+        _write_status(
+            out,
+            cfg,
+            shard,
+            num_shards,
+            choice.variant,
+            results,
+            finished=len(results) == len(mine),
+            seconds=time.perf_counter() - t0,
+        )
+    seconds = time.perf_counter() - t0
+    manifest = merge_manifest(out, cfg, planned, source, num_shards, choice, use_denoiser)
+    return JobSummary(
+        str(out),
+        choice.variant,
+        len(mine),
+        sum(r.rendered for r in results),
+        sum(r.skipped for r in results),
+        [{"class": r.class_name, "object": r.object_id, "error": r.error} for r in results if r.error],
+        seconds,
+        manifest["complete"],
+        manifest,
+    )
+
+
+def _run_pool(cfg, tasks, workers, variant, use_denoiser, bar) -> list[ObjectResult]:
+    ctx = mp.get_context("spawn")
+    counter = ctx.Value("q", 0)
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    results: list[ObjectResult] = []
+    with ctx.Pool(
+        workers,
+        initializer=_worker_init,
+        initargs=(dataclasses.asdict(cfg), variant, use_denoiser, threads, counter),
+    ) as pool:
+        it = pool.imap_unordered(_worker_render, tasks)
+        while len(results) < len(tasks):
+            try:
+                results.append(it.next(timeout=0.5))
+            except mp.TimeoutError:
+                pass
+            bar.update(counter.value - bar.n)
+        bar.update(counter.value - bar.n)
+    return results
+
+
+def _status_path(out: Path, shard: int, num_shards: int) -> Path:
+    return out / STATE_DIR / f"shard-{shard}-of-{num_shards}.json"
+
+
+def _write_status(out, cfg, shard, num_shards, variant, results, finished, seconds) -> None:
+    path = _status_path(out, shard, num_shards)
+    old = json.loads(path.read_text()) if path.exists() else {}
+    failures = {(f["class"], f["object"]): f for f in old.get("failures", [])}
+    for r in results:
+        if r.error:
+            failures[(r.class_name, r.object_id)] = {
+                "class": r.class_name,
+                "object": r.object_id,
+                "error": r.error,
+            }
+        else:
+            failures.pop((r.class_name, r.object_id), None)
+    atomic_write_json(
+        path,
+        {
+            "shard": shard,
+            "num_shards": num_shards,
+            "variant": variant,
+            "finished": finished,
+            "rendered": old.get("rendered", 0) + sum(r.rendered for r in results),
+            "seconds": old.get("seconds", 0.0) + seconds,
+            "failures": sorted(failures.values(), key=lambda f: (f["class"], f["object"])),
+        },
+    )
+
+
+def merge_manifest(
+    out: Path, cfg: RenderConfig, planned, source, num_shards: int, choice, use_denoiser: bool
+) -> dict:
+    """Write manifest.json from every shard's status; when all shards are finished, also the split files."""
+    import mitsuba as mi
+
+    from equivision import __version__
+    from equivision.data.schema import latent_names
+    from equivision.renderers.splits import stratified_split, write_split_files
+
+    statuses = []
+    for k in range(num_shards):
+        p = _status_path(out, k, num_shards)
+        if p.exists():
+            statuses.append(json.loads(p.read_text()))
+    complete = len(statuses) == num_shards and all(s["finished"] for s in statuses)
+    failures = [f for s in statuses for f in s["failures"]]
+    failed = {(f["class"], f["object"]) for f in failures}
+    good = [o for o in planned if o not in failed]
+    classes = list(source.classes())
+    latent_size = 10 if cfg.translation else 7
+    manifest = {
+        "format": FORMAT,
+        "generator": f"equivision {__version__} render iebench",
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "complete": complete,
+        "latent_size": latent_size,
+        "latent_names": list(latent_names(latent_size)),
+        "translation": cfg.translation,
+        "views_per_object": cfg.views_per_object,
+        "image_size": cfg.scene.resolution,
+        "color_order": "RGB",
+        "classes": classes,
+        "num_objects": {
+            "planned": len(planned),
+            "rendered": len(good) if complete else None,
+            "failed": len(failures),
+        },
+        "num_images": len(good) * cfg.views_per_object if complete else None,
+        "seed": cfg.seed,
+        "settings": cfg.content_key(),
+        "renderer": {
+            "engine": "mitsuba",
+            "mitsuba": mi.__version__,
+            "variants": sorted({s["variant"] for s in statuses}) or [choice.variant],
+            "variant_note": choice.note,
+            "denoiser": "oidn" if use_denoiser else None,
+            "tonemap": cfg.tonemap,
+        },
+        "source": source.describe(),
+        "shards": {
+            "num_shards": num_shards,
+            "finished": sorted(s["shard"] for s in statuses if s["finished"]),
+        },
+        "failures": failures,
+    }
+    if complete:
+        train, val = stratified_split(good, cfg.val_fraction, cfg.seed)
+        write_split_files(out, train, val, classes)
+        manifest["split"] = {
+            "train": len(train),
+            "val": len(val),
+            "val_fraction": cfg.val_fraction,
+            "stratified_by": "class",
+            "level": "object",
+        }
+    atomic_write_json(out / "manifest.json", manifest)
+    return manifest

@@ -1,0 +1,230 @@
+"""The 3DIEBench scene in Mitsuba 3.
+
+Constants are those of the official generator (facebookresearch/SIE ``data/main.py``) as
+BlenderProc 2.5 / Blender 3.3 applied them (see shared/reference/render-peer-benchmark.md):
+floor plane at z = -1 with diffuse colour HSV(floor_hue, 0.6, 0.6); a wide "sun" (energy 1.5,
+angle pi/2) shining down; a 500 W spot (cone pi/8, blend 0.15, radius 0.25) at radius 4 and
+spherical (theta, phi), aimed at the origin, colour HSV(light_hue, 1, 0.8); world 0.05; a camera
+at distance 2.5, theta = pi/4, phi = pi/2, horizontal FOV 0.691111 rad; the object centred on its
+bounding box, Principled material. Blender's wide sun is reproduced by an environment map with a
+uniform 45-degree cone around the zenith (``sun="cone"``, default: soft shadows like Cycles) or
+by a ``directional`` light (hard shadows, faster).
+
+The scene is built once per object (meshes differ in size); per view only the floor colour, the
+spot pose and colour and the object's vertex positions change, through ``mi.traverse``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from equivision.renderers.sampling import ViewFactors, pose_vertices, spherical_to_cartesian
+
+CAM_DISTANCE, CAM_THETA, CAM_PHI = 2.5, math.pi / 4, math.pi / 2
+CAM_FOV = 0.691111  # rad, horizontal (BlenderProc default)
+CLIP_START, CLIP_END = 0.1, 1000.0
+FLOOR_SIZE, FLOOR_Z = 10000.0, -1.0
+SUN_ENERGY, SUN_ANGLE = 1.5, math.pi / 2
+SPOT_ENERGY, SPOT_SIZE, SPOT_BLEND, SPOT_RADIUS, SPOT_DISTANCE = 500.0, math.pi / 8, 0.15, 0.25, 4.0
+WORLD_COLOR = 0.05
+OBJECT_ROUGHNESS, OBJECT_SPECULAR = 0.5, 0.5
+
+SPOT_CUTOFF_DEG = math.degrees(SPOT_SIZE / 2)
+_COS_HALF = math.cos(SPOT_SIZE / 2)
+SPOT_BEAM_DEG = math.degrees(math.acos(_COS_HALF + (1 - _COS_HALF) * SPOT_BLEND))
+SPOT_INTENSITY = SPOT_ENERGY / (
+    4 * math.pi
+)  # W/sr per unit colour: Blender gives spot power as a point light's
+# Blender's spot has radius 0.25, which blurs the cone edge by about +-atan(0.25 / 5) on the floor
+SPOT_PENUMBRA_DEG = math.degrees(math.atan(SPOT_RADIUS / (SPOT_DISTANCE + 1)))
+
+INTEGRATORS = ("path", "direct")
+SAMPLERS = ("independent", "stratified", "multijitter", "orthogonal", "ldsampler")
+SUNS = ("cone", "directional")
+
+
+@dataclass(frozen=True)
+class SceneSettings:
+    resolution: int = 256
+    spp: int = 64
+    integrator: str = "path"
+    max_depth: int = 5  # Cycles' max_bounces 3 is about Mitsuba max_depth 5
+    sampler: str = "multijitter"
+    sun: str = "cone"
+    soft_spot: bool = True
+    aovs: bool = False  # also render albedo and normals (for the denoiser)
+
+    def validate(self) -> None:
+        if self.integrator not in INTEGRATORS:
+            raise ValueError(f"integrator must be one of {INTEGRATORS}, got {self.integrator!r}")
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"sampler must be one of {SAMPLERS}, got {self.sampler!r}")
+        if self.sun not in SUNS:
+            raise ValueError(f"sun must be one of {SUNS}, got {self.sun!r}")
+        if not 8 <= self.resolution <= 8192:
+            raise ValueError(f"resolution must be in [8, 8192], got {self.resolution}")
+        if self.spp < 1:
+            raise ValueError(f"samples per pixel must be >= 1, got {self.spp}")
+
+
+@dataclass
+class RenderOutput:
+    color: np.ndarray  # (H, W, 3) float32 linear radiance
+    albedo: np.ndarray | None = None
+    normal: np.ndarray | None = None
+
+
+def cone_sun_envmap(mi, width: int = 512):
+    """Lat-long map (Mitsuba's +Y pole): WORLD_COLOR everywhere plus uniform radiance inside the
+    sun cone so that a surface facing up receives irradiance SUN_ENERGY, L = E / (pi sin^2 half)."""
+    half = SUN_ANGLE / 2
+    h = width // 2
+    theta = (np.arange(h) + 0.5) / h * math.pi
+    inside = (theta < half).astype(np.float64)
+    edge = int(half / math.pi * h)  # the row crossing the edge gets its covered fraction
+    lo, hi = edge / h * math.pi, (edge + 1) / h * math.pi
+    inside[edge] = (math.cos(lo) - math.cos(half)) / (math.cos(lo) - math.cos(hi))
+    row = WORLD_COLOR + SUN_ENERGY / (math.pi * math.sin(half) ** 2) * inside
+    img = np.repeat(np.repeat(row[:, None, None], width, 1), 3, 2).astype(np.float32)
+    return mi.Bitmap(img)
+
+
+class IEBenchScene:
+    """One Mitsuba scene for one object; ``render(view, seed)`` renders a view of it."""
+
+    def __init__(
+        self,
+        mi,
+        settings: SceneSettings,
+        vertices: np.ndarray,
+        faces: np.ndarray,
+        face_colors: np.ndarray,
+        envmap=None,
+    ):
+        settings.validate()
+        self.mi, self.s = mi, settings
+        self._v0 = np.asarray(vertices, dtype=np.float64)
+        T = mi.ScalarTransform4f
+        self._T = T
+        mesh = self._make_mesh(vertices, faces, face_colors)
+        cam = spherical_to_cartesian(CAM_DISTANCE, CAM_THETA, CAM_PHI)
+        penumbra = SPOT_PENUMBRA_DEG if settings.soft_spot else 0.0
+        d = {
+            "type": "scene",
+            "sensor": {
+                "type": "perspective",
+                "fov": math.degrees(CAM_FOV),
+                "fov_axis": "x",
+                "near_clip": CLIP_START,
+                "far_clip": CLIP_END,
+                "to_world": T().look_at(origin=cam.tolist(), target=[0, 0, 0], up=[0, 0, 1]),
+                "film": {
+                    "type": "hdrfilm",
+                    "width": settings.resolution,
+                    "height": settings.resolution,
+                    "pixel_format": "rgb",
+                    # box filter: every sample lands in one pixel, so block order never
+                    # changes a pixel's sum (renders are bit-identical across thread counts)
+                    "rfilter": {"type": "box"},
+                },
+                "sampler": {"type": settings.sampler, "sample_count": settings.spp},
+            },
+            "floor": {
+                "type": "rectangle",
+                "to_world": T().translate([0, 0, FLOOR_Z]) @ T().scale([FLOOR_SIZE / 2, FLOOR_SIZE / 2, 1]),
+                "bsdf": {"type": "diffuse", "reflectance": {"type": "rgb", "value": [0.5, 0.5, 0.5]}},
+            },
+            "object": mesh,
+            "spot": {
+                "type": "spot",
+                "intensity": {"type": "rgb", "value": [SPOT_INTENSITY] * 3},
+                "cutoff_angle": SPOT_CUTOFF_DEG + penumbra,
+                "beam_width": max(SPOT_BEAM_DEG - penumbra, 0.1),
+                "to_world": T().look_at(origin=[0, 0, SPOT_DISTANCE], target=[0, 0, 0], up=[1, 0, 0]),
+            },
+        }
+        if settings.sun == "directional":
+            d["sun"] = {
+                "type": "directional",
+                "direction": [0, 0, -1],
+                "irradiance": {"type": "rgb", "value": [SUN_ENERGY] * 3},
+            }
+            d["world"] = {"type": "constant", "radiance": {"type": "rgb", "value": [WORLD_COLOR] * 3}}
+        else:
+            d["world"] = {
+                "type": "envmap",
+                "bitmap": envmap if envmap is not None else cone_sun_envmap(mi),
+                "to_world": T().rotate([1, 0, 0], 90),
+            }  # the map's +Y pole -> world +Z
+        self.scene = mi.load_dict(d)
+        self.params = mi.traverse(self.scene)
+        self._vtype = type(self.params["object.vertex_positions"])
+        self.integrator = self._make_integrator()
+
+    def _make_mesh(self, vertices, faces, face_colors):
+        mi = self.mi
+        props = mi.Properties()
+        # two-sided: ShapeNet and user meshes are not reliably wound outward, and a one-sided
+        # material would render their back faces black (Blender shades both sides)
+        props["bsdf"] = mi.load_dict(
+            {
+                "type": "twosided",
+                "material": {
+                    "type": "principled",
+                    "base_color": {"type": "mesh_attribute", "name": "face_color"},
+                    "roughness": OBJECT_ROUGHNESS,
+                    "specular": OBJECT_SPECULAR,
+                },
+            }
+        )
+        mesh = mi.Mesh("object", len(vertices), len(faces), props=props)
+        p = mi.traverse(mesh)
+        ftype, vtype = type(p["faces"]), type(p["vertex_positions"])
+        p["vertex_positions"] = vtype(np.asarray(vertices, np.float32).ravel())
+        p["faces"] = ftype(np.asarray(faces, np.uint32).ravel())
+        mesh.add_attribute("face_color", 3, vtype(np.clip(np.asarray(face_colors, np.float32), 0, 1).ravel()))
+        p.update()
+        return mesh
+
+    def _make_integrator(self):
+        s = self.s
+        cfg: dict = {"type": s.integrator}
+        if s.integrator == "path":
+            cfg["max_depth"] = s.max_depth
+        if s.aovs:
+            cfg = {"type": "aov", "aovs": "albedo:albedo,nn:sh_normal", "integrator": cfg}
+        return self.mi.load_dict(cfg)
+
+    def apply_view(self, view: ViewFactors) -> None:
+        mi, p, T = self.mi, self.params, self._T
+        p["floor.bsdf.reflectance.value"] = mi.Color3f(*view.floor_rgb)
+        pos = spherical_to_cartesian(SPOT_DISTANCE, view.light_theta, view.light_phi)
+        # theta <= pi/4, so the x axis is never parallel to the spot's direction
+        to_world = T().look_at(origin=pos.tolist(), target=[0, 0, 0], up=[1, 0, 0])
+        p["spot.to_world"] = mi.AffineTransform4f(to_world) if hasattr(mi, "AffineTransform4f") else to_world
+        p["spot.intensity.value"] = mi.Color3f(*[SPOT_INTENSITY * c for c in view.light_rgb])
+        p["object.vertex_positions"] = self._vtype(self.posed_vertices(view).astype(np.float32).ravel())
+        p.update()
+
+    def posed_vertices(self, view: ViewFactors) -> np.ndarray:
+        return pose_vertices(self._v0, view)
+
+    def render(self, view: ViewFactors, seed: int) -> RenderOutput:
+        import drjit as dr
+
+        mi = self.mi
+        self.apply_view(view)
+        jit = dr.is_jit_v(mi.Float)
+        img = mi.render(
+            self.scene,
+            integrator=self.integrator,
+            spp=self.s.spp,
+            seed=dr.opaque(mi.UInt32, seed) if jit else seed,
+        )
+        arr = np.array(img, dtype=np.float32)
+        if not self.s.aovs:
+            return RenderOutput(arr[..., :3])
+        return RenderOutput(arr[..., 0:3], arr[..., 3:6], arr[..., 6:9])

@@ -1,0 +1,167 @@
+"""The iebench renderer: official layout, split files, determinism, resume, faults."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import TINY_CLASSES, tiny_config, tree_bytes
+from PIL import Image
+
+from equivision.cli import main as cli_main
+from equivision.renderers.iebench import run_render
+
+
+def test_official_layout_latents_and_manifest(reference_render):
+    out, summary = reference_render
+    assert summary.complete and summary.rendered == 18 and not summary.failures
+    for c in TINY_CLASSES:
+        objs = sorted(p.name for p in (out / c).iterdir())
+        assert objs == [f"{c}_0000", f"{c}_0001"]
+        for o in objs:
+            for i in range(3):
+                with Image.open(out / c / o / f"image_{i}.jpg") as im:
+                    assert im.format == "JPEG" and im.size == (16, 16) and im.mode == "RGB"
+                lat = np.load(out / c / o / f"latent_{i}.npy")
+                assert lat.dtype == np.float64 and lat.shape == (7,)
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["format"] == "3diebench" and m["latent_size"] == 7 and m["views_per_object"] == 3
+    assert m["classes"] == sorted(TINY_CLASSES) and m["num_images"] == 18 and m["failures"] == []
+    assert m["renderer"]["variants"] == ["scalar_rgb"] and m["color_order"] == "RGB"
+    assert m["settings"]["seed"] == 0 and m["complete"]
+
+
+def test_split_files_official_format(reference_render):
+    out, _ = reference_render
+    tr, va = np.load(out / "train_images.npy"), np.load(out / "val_images.npy")
+    trl, val = np.load(out / "train_labels.npy"), np.load(out / "val_labels.npy")
+    assert tr.dtype.kind == "U" and va.dtype.kind == "U"
+    assert trl.dtype == np.int64 and val.dtype == np.int64 and len(tr) == len(trl) and len(va) == len(val)
+    for p in [*tr, *va]:
+        assert p.startswith("/") and p.endswith("/") and (out / p.strip("/")).is_dir()
+    assert not set(tr) & set(va)
+    assert len(tr) + len(va) == 6
+    classes = sorted(TINY_CLASSES)
+    for paths, labels in ((tr, trl), (va, val)):
+        for p, lab in zip(paths, labels, strict=True):
+            assert classes[lab] == p.strip("/").split("/")[0]
+    # stratified: every class (2 objects each) has one object on each side
+    assert sorted(trl.tolist()) == sorted(val.tolist()) == [0, 1, 2]
+
+
+def test_same_bytes_with_two_workers_and_with_shards(reference_render, tmp_path):
+    ref, _ = reference_render
+    a = tmp_path / "workers"
+    run_render(tiny_config(a), workers=2, progress=False)
+    assert tree_bytes(a) == tree_bytes(ref)
+    b = tmp_path / "shards"
+    s0 = run_render(tiny_config(b), shard=0, num_shards=2, progress=False)
+    assert not s0.complete and not (b / "train_images.npy").exists()
+    s1 = run_render(tiny_config(b), shard=1, num_shards=2, progress=False)
+    assert s1.complete
+    assert tree_bytes(b) == tree_bytes(ref)
+    assert json.loads((b / "manifest.json").read_text())["shards"]["finished"] == [0, 1]
+
+
+def test_resume_skips_done_views_and_repairs_damage(reference_render, tmp_path):
+    ref, _ = reference_render
+    out = tmp_path / "resume"
+    run_render(tiny_config(out), progress=False)
+    obj = out / "mug" / "mug_0001"
+    (obj / "latent_2.npy").unlink()  # an image without its latent: the view is not done
+    (obj / "image_1.jpg").unlink()
+    (obj / ".image_0.jpg.abc.tmp").write_bytes(b"half")  # a temp file left by a killed writer
+    again = run_render(tiny_config(out), progress=False)
+    assert again.rendered == 2 and again.skipped == 16
+    assert not list(obj.glob(".*.tmp"))
+    assert tree_bytes(out) == tree_bytes(ref)
+
+
+def test_killed_run_resumes_to_identical_output(reference_render, tmp_path):
+    """SIGKILL a real render process mid-way: nothing half-written is visible; re-running finishes
+    with exactly the bytes of an uninterrupted run."""
+    ref, _ = reference_render
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "equivision", "render", "iebench", "--out", str(out), "--classes",
+           ",".join(TINY_CLASSES), "--objects-per-class", "2", "--views", "3", "--resolution", "16", "--spp", "2",
+           "--sun", "directional", "--variant", "scalar_rgb", "--denoise", "off", "--no-progress"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(out.rglob("latent_*.npy"))) < 4:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = list(out.rglob("latent_*.npy"))
+    assert 4 <= len(done) < 18, "the run should have been killed mid-way"
+    for p in out.rglob("*.jpg"):  # every visible file is complete
+        with Image.open(p) as im:
+            im.load()
+    for p in done:
+        assert np.load(p).shape == (7,)
+    assert cli_main(cmd[3:]) == 0
+    assert tree_bytes(out) == tree_bytes(ref)
+
+
+def test_broken_mesh_is_recorded_and_skipped(tmp_path):
+    import trimesh
+
+    meshes = tmp_path / "meshes"
+    (meshes / "box").mkdir(parents=True)
+    trimesh.creation.box((0.3, 0.5, 0.7)).export(meshes / "box" / "good.obj")
+    (meshes / "box" / "broken.obj").write_text("v 0 0 nonsense\nf 1 2 3\n")
+    trimesh.creation.icosphere(1).export(meshes / "box" / "good2.stl")
+    out = tmp_path / "out"
+    s = run_render(tiny_config(out, source="folder", source_options={"root": str(meshes)}, views_per_object=2),
+                   progress=False)
+    assert s.complete and s.rendered == 4
+    assert [(f["class"], f["object"]) for f in s.failures] == [("box", "broken")]
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["num_objects"] == {"planned": 3, "rendered": 2, "failed": 1}
+    assert "broken" in m["failures"][0]["error"] or "broken.obj" in m["failures"][0]["error"]
+    listed = [*np.load(out / "train_images.npy"), *np.load(out / "val_images.npy")]
+    assert "/box/broken/" not in listed and len(listed) == 2
+    assert "1 object(s) failed" in s.text()
+
+
+def test_other_settings_in_same_folder_are_refused(reference_render, tmp_path):
+    out = tmp_path / "lock"
+    run_render(tiny_config(out, views_per_object=1), progress=False)
+    with pytest.raises(ValueError, match="other settings.*seed"):
+        run_render(tiny_config(out, views_per_object=1, seed=5), progress=False)
+
+
+def test_translation_variant_writes_ten_values(tmp_path):
+    out = tmp_path / "t"
+    run_render(tiny_config(out, translation=True, views_per_object=1, source_options={"classes": ["mug"]}),
+               progress=False)
+    lat = np.load(out / "mug" / "mug_0000" / "latent_0.npy")
+    assert lat.shape == (10,) and np.all(np.abs(lat[7:]) <= 0.5)
+    assert json.loads((out / "manifest.json").read_text())["latent_size"] == 10
+
+
+def test_cli_render_and_preview(tmp_path, capsys):
+    out = tmp_path / "cli"
+    rc = cli_main(["render", "iebench", "--out", str(out), "--classes", "bowl,vase", "--objects-per-class", "1",
+                   "--views", "2", "--resolution", "16", "--spp", "1", "--variant", "scalar_rgb", "--no-progress"])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "rendered 4 images" in text and "dataset complete" in text
+    rc = cli_main(["render", "preview", str(out), "--tile", "32"])
+    assert rc == 0
+    with Image.open(out / "preview.png") as im:
+        assert im.size == (150 + 2 * 32, 2 * 32)
+    assert cli_main(["render", "preview", str(tmp_path / "nothing")]) == 2
+    assert cli_main(["render", "iebench", "--out", str(out), "--source", "shapenet"]) == 2  # needs --source-root
+
+
+def test_renders_change_with_view_factors(reference_render):
+    out, _ = reference_render
+    a = np.asarray(Image.open(out / "chair" / "chair_0000" / "image_0.jpg"), dtype=float)
+    b = np.asarray(Image.open(out / "chair" / "chair_0000" / "image_1.jpg"), dtype=float)
+    assert np.abs(a - b).mean() > 2.0  # another floor hue / light / pose
+    assert os.path.getsize(out / "chair" / "chair_0000" / "image_0.jpg") > 100
