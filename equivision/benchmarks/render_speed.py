@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from equivision.renderers.postprocess import TONEMAPS, denoise, encode_jpeg, to_uint8
-from equivision.renderers.sampling import noise_seed, sample_view
+from equivision.renderers.sampling import noise_seed
 from equivision.renderers.scene import IEBenchScene, SceneSettings
 
 
@@ -39,6 +39,21 @@ class BenchResult:
     noise_sigma: float
     views: int
     other_cores: float | None = None
+
+
+def official_views(n: int, seed: int = 0) -> list:
+    """Views drawn like the official generator (numpy RandomState, official order), which is also
+    what shared/bench/blender_3diebench.py renders: view i is the same scene in both benchmarks."""
+    from equivision.renderers.sampling import ViewFactors
+
+    rng = np.random.RandomState(seed)
+    out = []
+    for _ in range(n):
+        floor_hue, theta = rng.uniform(0, 1), rng.uniform(0, np.pi / 4)
+        phi, hue = rng.uniform(0, 2 * np.pi), rng.uniform(0, 1)
+        angles = tuple(float(rng.uniform(-np.pi / 2, np.pi / 2)) for _ in range(3))
+        out.append(ViewFactors(angles, float(floor_hue), float(theta), float(phi), float(hue)))
+    return out
 
 
 def sigma_8bit(a: np.ndarray, b: np.ndarray) -> float:
@@ -83,8 +98,10 @@ def bench_mitsuba(
     scene = IEBenchScene(mi, replace(settings, aovs=use_denoiser), v, f, c)
     tm = TONEMAPS.get(tonemap)
 
+    views_list = official_views(views, seed)
+
     def one(view_idx: int, noise: int) -> np.ndarray:
-        out = scene.render(sample_view(seed, "bench", view_idx), noise)
+        out = scene.render(views_list[view_idx], noise)
         color = denoise(out.color, out.albedo, out.normal) if use_denoiser else out.color
         img = to_uint8(tm(color))
         encode_jpeg(img)
@@ -106,7 +123,7 @@ def bench_mitsuba(
     med = statistics.median(times)
     name = (
         f"mitsuba {mi.variant()} {settings.integrator}"
-        f"{'(d%d)' % settings.max_depth if settings.integrator == 'path' else ''} {settings.sampler}"
+        f"{f'(d{settings.max_depth})' if settings.integrator == 'path' else ''} {settings.sampler}"
         f" sun={settings.sun} {'oidn' if use_denoiser else 'no-denoise'} {tonemap} mesh={mesh_name}"
     )
     return BenchResult(
@@ -201,10 +218,17 @@ def write_report(results: list[BenchResult], out: str | Path, meta: dict) -> dic
 
 
 def format_table(results: list[BenchResult]) -> str:
-    head = "| renderer / setting | res | spp | s/img | img/s | noise σ (8-bit) | other cores |\n|---|---|---|---|---|---|---|"
+    head = (
+        "| renderer / setting | res | spp | s/img | img/s | noise σ (8-bit) | other cores |\n"
+        "|---|---|---|---|---|---|---|"
+    )
+
+    def cores(r: BenchResult) -> str:
+        return "" if r.other_cores is None or math.isnan(r.other_cores) else f"{r.other_cores:.2f}"
+
     rows = [
         f"| {r.setting} | {r.resolution} | {r.spp} | {r.seconds_per_image:.3f} | {r.images_per_second:.2f} | "
-        f"{r.noise_sigma:.2f} | {'' if r.other_cores is None or math.isnan(r.other_cores) else f'{r.other_cores:.2f}'} |"
+        f"{r.noise_sigma:.2f} | {cores(r)} |"
         for r in results
     ]
     return "\n".join([head, *rows])

@@ -1,4 +1,4 @@
-"""CLI: ``equivision render iebench|preview``."""
+"""CLI: ``equivision render iebench|symsol|lidar|preview``."""
 
 from __future__ import annotations
 
@@ -64,6 +64,12 @@ def register(group: argparse.ArgumentParser) -> None:
     j.add_argument("--num-shards", type=int, default=1)
     j.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_iebench)
+
+    add_symsol_parser(sub)
+
+    from equivision.renderers.lidar import add_lidar_parser
+
+    add_lidar_parser(sub)
 
     q = sub.add_parser("preview", help="contact sheet PNG (objects x views) of a rendered dataset")
     q.add_argument("dir")
@@ -143,4 +149,56 @@ def cmd_preview(args: argparse.Namespace) -> int:
     except FileNotFoundError as e:
         raise UserError(str(e)) from e
     print(f"contact sheet: {path}")
+    return 0
+
+
+def add_symsol_parser(sub) -> None:
+    """``equivision render symsol``: the eight SYMSOL solids in the official layout."""
+    p = sub.add_parser(
+        "symsol",
+        help="render a SYMSOL-style dataset ({split}/images/{shape}_{idx:05d}.png + rotations.npz)",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--out", required=True, help="output folder (re-run the same command to resume)")
+    p.add_argument(
+        "--shapes", default="all", help="all, symsol1, symsol2 or a comma-separated list (tet,cube,icosa,...)"
+    )
+    p.add_argument("--train-per-shape", type=int, default=45000, help="official: 45000")
+    p.add_argument("--test-per-shape", type=int, default=5000, help="official: 5000")
+    p.add_argument("--seed", type=int, default=0, help="seed of the rotations and render noise")
+    p.add_argument("--resolution", type=int, default=224)
+    p.add_argument("--spp", type=int, default=16, help="samples per pixel")
+    p.add_argument("--tonemap", default="srgb", choices=["srgb", "filmic"])
+    p.add_argument(
+        "--variant", default="auto", help="Mitsuba variant; auto = cuda_ad_rgb, llvm_ad_rgb, scalar_rgb"
+    )
+    p.add_argument("--workers", type=int, default=1, help="local render processes")
+    p.add_argument("--shard", type=int, default=0, help="this job's shard (0-based), for clusters")
+    p.add_argument("--num-shards", type=int, default=1)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_symsol)
+
+
+def cmd_symsol(args: argparse.Namespace) -> int:
+    from equivision.cli import UserError
+    from equivision.renderers.symsol import SymsolRenderConfig, SymsolSceneSettings, run_symsol_render
+    from equivision.renderers.symsol_shapes import parse_shapes
+
+    try:
+        cfg = SymsolRenderConfig(
+            out=args.out,
+            shapes=list(parse_shapes(args.shapes)),
+            train_per_shape=args.train_per_shape,
+            test_per_shape=args.test_per_shape,
+            seed=args.seed,
+            tonemap=args.tonemap,
+            variant=args.variant,
+            scene=SymsolSceneSettings(resolution=args.resolution, spp=args.spp),
+        )
+        summary = run_symsol_render(
+            cfg, workers=args.workers, shard=args.shard, num_shards=args.num_shards, progress=not args.no_progress
+        )
+    except (ValueError, FileNotFoundError) as e:
+        raise UserError(str(e)) from e
+    print(summary.text())
     return 0

@@ -360,6 +360,7 @@ def merge_manifest(
 
     from equivision import __version__
     from equivision.data.schema import latent_names
+    from equivision.renderers.scene import effective_spp
     from equivision.renderers.splits import stratified_split, write_split_files
 
     statuses = []
@@ -400,6 +401,7 @@ def merge_manifest(
             "variant_note": choice.note,
             "denoiser": "oidn" if use_denoiser else None,
             "tonemap": cfg.tonemap,
+            "effective_spp": effective_spp(mi, cfg.scene.sampler, cfg.scene.spp),
         },
         "source": source.describe(),
         "shards": {

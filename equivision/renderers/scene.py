@@ -92,6 +92,22 @@ def cone_sun_envmap(mi, width: int = 512):
     return mi.Bitmap(img)
 
 
+def _quietly(mi, fn):
+    """Run ``fn`` with Mitsuba's log level at Error (the sampler's rounding notice is expected)."""
+    logger = mi.logger() if hasattr(mi, "logger") else mi.Thread.thread().logger()
+    old = logger.log_level()
+    logger.set_log_level(mi.LogLevel.Error)
+    try:
+        return fn()
+    finally:
+        logger.set_log_level(old)
+
+
+def effective_spp(mi, sampler: str, spp: int) -> int:
+    """The sample count a Mitsuba sampler really uses for a requested ``spp``."""
+    return int(_quietly(mi, lambda: mi.load_dict({"type": sampler, "sample_count": spp})).sample_count())
+
+
 class IEBenchScene:
     """One Mitsuba scene for one object; ``render(view, seed)`` renders a view of it."""
 
@@ -159,7 +175,9 @@ class IEBenchScene:
                 "bitmap": envmap if envmap is not None else cone_sun_envmap(mi),
                 "to_world": T().rotate([1, 0, 0], 90),
             }  # the map's +Y pole -> world +Z
-        self.scene = mi.load_dict(d)
+        self.scene = _quietly(mi, lambda: mi.load_dict(d))
+        # samplers round some counts (multijitter: 32 -> 35): render with what the sampler uses
+        self.spp = int(self.scene.sensors()[0].sampler().sample_count())
         self.params = mi.traverse(self.scene)
         self._vtype = type(self.params["object.vertex_positions"])
         self.integrator = self._make_integrator()
@@ -221,7 +239,7 @@ class IEBenchScene:
         img = mi.render(
             self.scene,
             integrator=self.integrator,
-            spp=self.s.spp,
+            spp=self.spp,
             seed=dr.opaque(mi.UInt32, seed) if jit else seed,
         )
         arr = np.array(img, dtype=np.float32)

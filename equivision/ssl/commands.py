@@ -12,6 +12,7 @@ Several processes: ``torchrun --nproc_per_node N -m equivision pretrain ...`` (s
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from pathlib import Path
 def register(group_parser: argparse.ArgumentParser) -> None:
     """Add the options of ``equivision pretrain`` (a group without sub-commands)."""
     p = group_parser
-    p.description = __doc__.split("\n\n")[0]
+    p.description = "Pretrain a backbone with an SSL method.\n\n" + __doc__.split("\n\n", 1)[1]
     p.formatter_class = argparse.RawDescriptionHelpFormatter
     p.epilog = (
         "overrides are key=value pairs on top of the YAML file, e.g. optim.lr=0.01 data.image_size=64 "
@@ -54,11 +55,12 @@ def run(args: argparse.Namespace) -> int:
         saved = run_dir / "config.yaml"
         if not saved.is_file():
             raise UserError(f"--resume {run_dir}: {saved} does not exist (not a pretraining run folder)")
-        base = saved
-        if args.config is not None:
-            raise UserError("give either --config or --resume RUN_DIR (the run folder has its own config.yaml)")
+        # the run's own config is the base, unless --config names the recipe to continue with
+        base = saved if args.config is None else args.config
     elif args.config is None and not args.print_config and not args.overrides:
-        raise UserError("nothing to run: give --config FILE (e.g. scripts/pretrain/mini/sie.yaml) or --resume RUN_DIR")
+        raise UserError(
+            "nothing to run: give --config FILE (e.g. scripts/pretrain/mini/sie.yaml) or --resume RUN_DIR"
+        )
     try:
         cfg = C.load_config(base if base is not None else args.config, args.overrides)
     except C.ConfigError as e:
@@ -78,5 +80,6 @@ def run(args: argparse.Namespace) -> int:
     except TrainingDiverged as e:
         print(f"equivision: {e}", file=sys.stderr)
         return 1
-    print(f"equivision: run folder {out}")
+    if os.environ.get("RANK", "0") == "0":
+        print(f"equivision: run folder {out}")
     return 0

@@ -68,14 +68,18 @@ class WarmupSchedule:
         return self.min_ratio + (1 - self.min_ratio) * 0.5 * (1 + math.cos(math.pi * t))
 
 
-def build_scheduler(
-    optimizer: torch.optim.Optimizer, optim_cfg: Any, steps_per_epoch: int, epochs: int
-) -> torch.optim.lr_scheduler.LambdaLR:
-    """A per-step ``LambdaLR`` with :class:`WarmupSchedule` (call ``.step()`` after every optimiser step)."""
-    fn = WarmupSchedule(
+def make_schedule(optim_cfg: Any, steps_per_epoch: int, epochs: int) -> WarmupSchedule:
+    """The :class:`WarmupSchedule` of ``optim_cfg`` for a run of ``epochs`` x ``steps_per_epoch`` steps."""
+    return WarmupSchedule(
         warmup_steps=round(optim_cfg.warmup_epochs * steps_per_epoch),
         total_steps=steps_per_epoch * epochs,
         kind=optim_cfg.schedule,
         min_ratio=optim_cfg.min_lr_ratio,
     )
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, fn)
+
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, optim_cfg: Any, steps_per_epoch: int, epochs: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """A per-step ``LambdaLR`` with :func:`make_schedule` (call ``.step()`` after every optimiser step)."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, make_schedule(optim_cfg, steps_per_epoch, epochs))

@@ -98,3 +98,4 @@ def build_method(name: str, backbone: Backbone, cfg: Any = None) -> Method:
 from equivision.ssl import sie as _sie  # noqa: E402, F401
 from equivision.ssl import simclr as _simclr  # noqa: E402, F401
 from equivision.ssl import vicreg as _vicreg  # noqa: E402, F401
+from equivision.ssl import seqjepa as _seqjepa  # noqa: E402, F401

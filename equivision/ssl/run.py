@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import os
 import platform
 import subprocess
@@ -105,7 +106,9 @@ class MetricsLog:
         self.path = Path(path)
 
     def append(self, record: Mapping[str, Any]) -> None:
-        line = json.dumps(dict(record), default=_json_scalar)
+        """Append one record; non-finite floats are written as null (strict JSON has no NaN)."""
+        clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}
+        line = json.dumps(clean, default=_json_scalar, allow_nan=False)
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(line + "\n")
             f.flush()
@@ -184,7 +187,9 @@ def environment_info(device: torch.device, world_size: int = 1) -> dict[str, Any
         "packages": versions,
         "git": git_info(Path(__file__).resolve().parent),
         "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "device_name": torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else platform.processor() or "cpu",
         "cuda": torch.version.cuda,
         "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
         "torch_threads": torch.get_num_threads(),
@@ -253,7 +258,7 @@ def read_backbone_record(path: str | os.PathLike) -> tuple[dict, Path]:
     except (OSError, json.JSONDecodeError) as e:
         raise RunError(f"cannot read backbone record {path}: {e}") from e
     if not isinstance(record, dict) or record.get("format") != BACKBONE_FORMAT:
-        raise RunError(f"{path}: expected \"format\": \"{BACKBONE_FORMAT}\"")
+        raise RunError(f'{path}: expected "format": "{BACKBONE_FORMAT}"')
     return record, path.with_suffix(".safetensors")
 
 
@@ -283,8 +288,8 @@ def load_backbone(path: str | os.PathLike, verify: bool = True) -> tuple[torch.n
 def write_report(run: RunDir, records: Iterable[Mapping[str, Any]], summary: Mapping[str, Any]) -> None:
     """``report/loss.png`` (loss and collapse monitors against steps), ``summary.md``, ``summary.json``."""
     records = list(records)
-    steps = [r for r in records if r.get("kind") == "step"]
-    epochs = [r for r in records if r.get("kind") == "epoch"]
+    steps = [r for r in records if r.get("kind") == "step" and r.get("loss") is not None]
+    epochs = [r for r in records if r.get("kind") == "epoch" and r.get("loss") is not None]
     atomic_write_bytes(run.report / "loss.png", _loss_plot(steps, epochs, str(summary.get("title", ""))))
     atomic_write_json(run.report / "summary.json", {**summary, "epochs_table": epochs})
     atomic_write_text(run.report / "summary.md", _summary_markdown(summary, epochs))
@@ -303,14 +308,20 @@ def _loss_plot(steps: list[Mapping], epochs: list[Mapping], title: str) -> bytes
     if steps:
         ax_loss.plot([r["step"] for r in steps], [r["loss"] for r in steps], lw=1, label="logged steps")
     if epochs:
-        ax_loss.plot([r["step"] for r in epochs], [r["loss"] for r in epochs], "o-", lw=1.5, label="epoch mean")
+        ax_loss.plot(
+            [r["step"] for r in epochs], [r["loss"] for r in epochs], "o-", lw=1.5, label="epoch mean"
+        )
     ax_loss.set(xlabel="step", ylabel="loss", title="training loss")
     ax_loss.legend(loc="best")
     for key in ("repr_std", "emb_std"):
-        pts = [(r["step"], r[key]) for r in steps if key in r]
+        pts = [(r["step"], r[key]) for r in steps if r.get(key) is not None]
         if pts:
-            ax_std.plot(*zip(*pts), lw=1, label=key)
-    ax_std.set(xlabel="step", ylabel="normalised per-dim std", title="collapse monitors (0 = collapsed)")
+            ax_std.plot([p[0] for p in pts], [p[1] for p in pts], lw=1, label=key)
+    ax_std.set(
+        xlabel="step",
+        ylabel="normalised per-dim std",
+        title="collapse monitors (0: collapsed, ~1/sqrt(D): spread)",
+    )
     if ax_std.lines:
         ax_std.legend(loc="best")
     fig.suptitle(title)
@@ -340,5 +351,9 @@ def _summary_markdown(summary: Mapping[str, Any], epochs: list[Mapping]) -> str:
         lines += ["", "## Epochs", "", "| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
         for r in epochs:
             lines.append("| " + " | ".join(_fmt(r.get(k, "")) for k in keys) + " |")
-    lines += ["", "Files: `config.yaml`, `metrics.jsonl`, `environment.json`, `checkpoints/`, `report/loss.png`.", ""]
+    lines += [
+        "",
+        "Files: `config.yaml`, `metrics.jsonl`, `environment.json`, `checkpoints/`, `report/loss.png`.",
+        "",
+    ]
     return "\n".join(lines)

@@ -140,7 +140,8 @@ class EpochBatchSampler(Sampler[list[tuple[int, int]]]):
     def __init__(self, n: int, global_batch: int, seed: int, rank: int = 0, world_size: int = 1) -> None:
         if global_batch % world_size:
             raise C.ConfigError(
-                f"data.batch_size={global_batch} (the global batch) must be divisible by the {world_size} processes"
+                f"data.batch_size={global_batch} (the global batch) must be divisible by the "
+                f"{world_size} processes"
             )
         self.n, self.global_batch, self.seed = n, global_batch, seed
         self.rank, self.world_size = rank, world_size
@@ -286,10 +287,13 @@ def train(
     cfg = C.as_config(cfg)
     C.require_complete(cfg)
     ctx = DistContext.from_env(cfg.device)
+    flags = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark)
     try:
         with _StopSignals() as stop:
             return _Trainer(cfg, ctx, resolve_run_dir(cfg, run_dir), resume, stop).run()
     finally:
+        torch.use_deterministic_algorithms(flags[0])  # leave the process's torch flags as found
+        torch.backends.cudnn.benchmark = flags[1]
         ctx.close()
 
 
@@ -303,6 +307,12 @@ class _Trainer:
         self.cfg, self.ctx, self.stop = cfg, ctx, stop
         self.run_dir = RunDir(run_path)
         self.metrics = MetricsLog(self.run_dir.metrics)
+        self.tb: Any = None
+        if cfg.tensorboard:
+            try:
+                import torch.utils.tensorboard  # noqa: F401
+            except ImportError as e:
+                raise C.ConfigError(f"tensorboard=true needs the tensorboard package ({e})") from None
         self.resume_ckpt = self._prepare_folder(resume)
 
     # ----------------------------------------------------------------- folder and resume
@@ -313,11 +323,12 @@ class _Trainer:
         if self.ctx.is_main:
             try:
                 decision = self._decide(resume)
-            except RunError as e:
-                decision = ("error", str(e))
+            except (RunError, C.ConfigError) as e:  # tell the other ranks before raising
+                decision = ("error", (type(e) is C.ConfigError, str(e)))
         decision = self.ctx.broadcast(decision)
         if decision[0] == "error":
-            raise RunError(decision[1])
+            is_config, msg = decision[1]
+            raise (C.ConfigError if is_config else RunError)(msg)
         return self.run_dir.last if decision[0] == "resume" else None
 
     def _decide(self, resume: bool) -> tuple[str, Any]:
@@ -360,12 +371,18 @@ class _Trainer:
 
         d = cfg.data
         self.dataset = IEBenchDataset(
-            d.root, split="train", views=d.views, image_size=d.image_size, split_dir=d.split_dir, seed=cfg.seed
+            d.root,
+            split="train",
+            views=d.views,
+            image_size=d.image_size,
+            split_dir=d.split_dir,
+            seed=cfg.seed,
         )
         self.steps_per_epoch = len(self.dataset) // d.batch_size
         if self.steps_per_epoch == 0:
             raise C.ConfigError(
-                f"the training split of {d.root} has {len(self.dataset)} objects, fewer than one global batch "
+                f"the training split of {d.root} has {len(self.dataset)} objects, "
+                "fewer than one global batch "
                 f"(data.batch_size={d.batch_size}); lower data.batch_size"
             )
         self.total_steps = self.steps_per_epoch * cfg.epochs
@@ -422,7 +439,7 @@ class _Trainer:
         self.ctx.barrier()
 
     def _restore(self, path: Path) -> LoopState:
-        ckpt = load_checkpoint(path, map_location=self.ctx.device)
+        ckpt = load_checkpoint(path, map_location="cpu")  # RNG states must stay on the CPU
         try:
             self.method.load_state_dict(ckpt["model"], strict=True)
         except RuntimeError as e:
@@ -430,7 +447,9 @@ class _Trainer:
         try:
             self.optimizer.load_state_dict(ckpt["optimizer"])
         except (ValueError, KeyError) as e:
-            raise RunError(f"{path}: the optimiser state does not fit optim.name={self.cfg.optim.name}: {e}") from None
+            raise RunError(
+                f"{path}: the optimiser state does not fit optim.name={self.cfg.optim.name}: {e}"
+            ) from None
         self.scheduler.load_state_dict(ckpt["scheduler"])
         self._apply_optim_config()
         _set_rng_state(ckpt["rng"], self.ctx.device)
@@ -439,15 +458,10 @@ class _Trainer:
     def _apply_optim_config(self) -> None:
         """After loading optimiser/scheduler state, take lr, weight decay and schedule from the config
         (they may have been changed on resume); unchanged values give exactly the saved ones."""
-        from equivision.ssl.optim import WarmupSchedule
+        from equivision.ssl.optim import make_schedule
 
         o, sched = self.cfg.optim, self.scheduler
-        fn = WarmupSchedule(
-            warmup_steps=round(o.warmup_epochs * self.steps_per_epoch),
-            total_steps=self.steps_per_epoch * self.cfg.epochs,
-            kind=o.schedule,
-            min_ratio=o.min_lr_ratio,
-        )
+        fn = make_schedule(o, self.steps_per_epoch, self.cfg.epochs)
         sched.lr_lambdas = [fn] * len(self.optimizer.param_groups)
         sched.base_lrs = [o.lr] * len(self.optimizer.param_groups)
         for g in self.optimizer.param_groups:
@@ -475,7 +489,9 @@ class _Trainer:
                 rd.metrics.unlink(missing_ok=True)
             else:
                 self.metrics.truncate_after(state.step)
-                self.metrics.append({"kind": "event", "event": "resumed", "step": state.step, "epoch": state.epoch})
+                self.metrics.append(
+                    {"kind": "event", "event": "resumed", "step": state.step, "epoch": state.epoch}
+                )
         ctx.barrier()
         state.finished = False
         if self.resume_ckpt is None:
@@ -492,12 +508,8 @@ class _Trainer:
     def _tensorboard(self) -> Any:
         if not (self.cfg.tensorboard and self.ctx.is_main):
             return None
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError as e:
-            raise C.ConfigError(
-                f"tensorboard=true needs the tensorboard package ({e}); pip install tensorboard"
-            ) from None
+        from torch.utils.tensorboard import SummaryWriter
+
         return SummaryWriter(str(self.run_dir.tensorboard))
 
     def _bar(self, state: LoopState) -> Any:
@@ -535,13 +547,16 @@ class _Trainer:
                 if stop:
                     self._checkpoint(state)
                     raise TrainingInterrupted(
-                        f"stopped by {self.stop.received or 'a signal on another rank'} after step {state.step}; "
+                        f"stopped by {self.stop.received or 'a signal on another rank'} "
+                        f"after step {state.step}; "
                         f"checkpoint written to {self.run_dir.last}; run again with --resume to continue"
                     )
         finally:
             bar.close()
 
-    def _train_step(self, batch: Mapping[str, Any], state: LoopState, history: deque, bar: Any, t0: float) -> bool:
+    def _train_step(
+        self, batch: Mapping[str, Any], state: LoopState, history: deque, bar: Any, t0: float
+    ) -> bool:
         """One step with its bookkeeping; returns True when a rank received a stop signal."""
         cfg = self.cfg
         lr = self.optimizer.param_groups[0]["lr"]
@@ -550,22 +565,31 @@ class _Trainer:
         state.step += 1
         state.batch += 1
         loss = values["loss"]
-        self._check_and_apply(loss, history, state)  # raises under nan_policy=stop
-        if math.isfinite(loss):
+        applied = self._check_and_apply(loss, history, state)  # raises under nan_policy=stop
+        if applied:
             history.append(loss)
-        state.recent_losses = list(history)
+            state.recent_losses = list(history)
+            for k, v in values.items():  # epoch means over the applied steps
+                state.epoch_sums[k] = state.epoch_sums.get(k, 0.0) + v
+            state.epoch_steps += 1
         dt = time.perf_counter() - t0
         images = cfg.data.batch_size * cfg.data.views
-        for k, v in values.items():
-            state.epoch_sums[k] = state.epoch_sums.get(k, 0.0) + v
-        state.epoch_steps += 1
         state.epoch_images += images
         state.epoch_seconds += dt
         img_s = images / max(dt, 1e-9)
         bar.update(1)
         bar.set_postfix(epoch=state.epoch, loss=f"{loss:.4g}", img_s=f"{img_s:.0f}", refresh=False)
         if state.step == 1 or state.step % cfg.log_every == 0:
-            self._log({"kind": "step", "epoch": state.epoch, "step": state.step, "lr": lr, **values, "img_per_s": img_s})
+            self._log(
+                {
+                    "kind": "step",
+                    "epoch": state.epoch,
+                    "step": state.step,
+                    "lr": lr,
+                    **values,
+                    "img_per_s": img_s,
+                }
+            )
         return stop
 
     def _forward_backward(self, batch: Mapping[str, Any]) -> dict[str, float]:
@@ -582,17 +606,21 @@ class _Trainer:
         names = [k for k in out if k != "loss"]
         packed = torch.stack(
             [loss.detach().float().reshape(())]
-            + [torch.as_tensor(out[k], dtype=torch.float32, device=ctx.device).detach().reshape(()) for k in names]
+            + [
+                torch.as_tensor(out[k], dtype=torch.float32, device=ctx.device).detach().reshape(())
+                for k in names
+            ]
             + [torch.tensor(1.0 if self.stop.received else 0.0, device=ctx.device)]
         )
         packed = ctx.mean(packed)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         vals = packed.tolist()
-        return {"loss": vals[0], **dict(zip(names, vals[1:-1])), "_stop": vals[-1]}
+        return {"loss": vals[0], **dict(zip(names, vals[1:-1], strict=True)), "_stop": vals[-1]}
 
-    def _check_and_apply(self, loss: float, history: deque, state: LoopState) -> None:
-        """Apply the step if the loss is fine; otherwise stop (or skip) per ``nan_policy``."""
+    def _check_and_apply(self, loss: float, history: deque, state: LoopState) -> bool:
+        """Apply the step if the loss is fine (True); otherwise skip it (False) or raise, per
+        ``nan_policy``."""
         cfg = self.cfg
         reason = None
         if not math.isfinite(loss):
@@ -606,19 +634,25 @@ class _Trainer:
                 torch.nn.utils.clip_grad_norm_(self.method.parameters(), cfg.grad_clip)
             self.optimizer.step()
             self.scheduler.step()
+            hook = getattr(self.method, "on_after_step", None)  # e.g. seq-JEPA's EMA target update
+            if hook is not None:
+                hook(state.step, self.steps_per_epoch * cfg.epochs)
             state.skipped_in_a_row = 0
-            return
+            return True
         self.optimizer.zero_grad(set_to_none=True)
-        self._log({"kind": "event", "event": "bad_loss", "step": state.step, "epoch": state.epoch, "reason": reason})
+        self._log(
+            {"kind": "event", "event": "bad_loss", "step": state.step, "epoch": state.epoch, "reason": reason}
+        )
         if cfg.nan_policy == "skip" and state.skipped_in_a_row + 1 < MAX_SKIPS_IN_A_ROW:
             state.skipped_in_a_row += 1
             state.skipped_total += 1
             self.scheduler.step()
-            return
+            return False
         where = f"at step {state.step} (epoch {state.epoch}, batch {state.batch} of {self.steps_per_epoch})"
         kept = load_checkpoint(self.run_dir.last)["state"] if self.run_dir.last.is_file() else None
         kept_txt = (
-            f"the last good checkpoint {self.run_dir.last} (epoch {kept['epoch']}, step {kept['step']}) is kept"
+            f"the last good checkpoint {self.run_dir.last} "
+            f"(epoch {kept['epoch']}, step {kept['step']}) is kept"
             if kept
             else "no checkpoint was written"
         )
@@ -713,7 +747,9 @@ class _Trainer:
                 "device": str(self.ctx.device),
                 "precision": "bf16" if self.bf16 else "fp32",
                 "final_epoch_loss": epochs[-1]["loss"] if epochs else None,
-                "last_logged_loss": next((r["loss"] for r in reversed(records) if r.get("kind") == "step"), None),
+                "last_logged_loss": next(
+                    (r["loss"] for r in reversed(records) if r.get("kind") == "step"), None
+                ),
                 "skipped_steps": state.skipped_total,
                 "backbone_sha256": record["sha256"],
             },

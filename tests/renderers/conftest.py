@@ -12,9 +12,16 @@ def tiny_config(out, **kw) -> RenderConfig:
     opts = dict(objects_per_class=2, classes=TINY_CLASSES) if source == "procedural" else {}
     opts.update(kw.pop("source_options", {}))
     scene = kw.pop("scene", SceneSettings(resolution=16, spp=2, sun="directional"))
-    return RenderConfig(out=str(out), source=kw.pop("source", "procedural"), source_options=opts,
-                        views_per_object=kw.pop("views_per_object", 3), variant=kw.pop("variant", "scalar_rgb"),
-                        denoise=kw.pop("denoise", "off"), scene=scene, **kw)
+    return RenderConfig(
+        out=str(out),
+        source=kw.pop("source", "procedural"),
+        source_options=opts,
+        views_per_object=kw.pop("views_per_object", 3),
+        variant=kw.pop("variant", "scalar_rgb"),
+        denoise=kw.pop("denoise", "off"),
+        scene=scene,
+        **kw,
+    )
 
 
 def tree_bytes(root) -> dict:

@@ -6,7 +6,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -87,9 +86,32 @@ def test_killed_run_resumes_to_identical_output(reference_render, tmp_path):
     with exactly the bytes of an uninterrupted run."""
     ref, _ = reference_render
     out = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "equivision", "render", "iebench", "--out", str(out), "--classes",
-           ",".join(TINY_CLASSES), "--objects-per-class", "2", "--views", "3", "--resolution", "16", "--spp", "2",
-           "--sun", "directional", "--variant", "scalar_rgb", "--denoise", "off", "--no-progress"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "equivision",
+        "render",
+        "iebench",
+        "--out",
+        str(out),
+        "--classes",
+        ",".join(TINY_CLASSES),
+        "--objects-per-class",
+        "2",
+        "--views",
+        "3",
+        "--resolution",
+        "16",
+        "--spp",
+        "2",
+        "--sun",
+        "directional",
+        "--variant",
+        "scalar_rgb",
+        "--denoise",
+        "off",
+        "--no-progress",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while time.time() < deadline and len(list(out.rglob("latent_*.npy"))) < 4:
@@ -116,8 +138,10 @@ def test_broken_mesh_is_recorded_and_skipped(tmp_path):
     (meshes / "box" / "broken.obj").write_text("v 0 0 nonsense\nf 1 2 3\n")
     trimesh.creation.icosphere(1).export(meshes / "box" / "good2.stl")
     out = tmp_path / "out"
-    s = run_render(tiny_config(out, source="folder", source_options={"root": str(meshes)}, views_per_object=2),
-                   progress=False)
+    s = run_render(
+        tiny_config(out, source="folder", source_options={"root": str(meshes)}, views_per_object=2),
+        progress=False,
+    )
     assert s.complete and s.rendered == 4
     assert [(f["class"], f["object"]) for f in s.failures] == [("box", "broken")]
     m = json.loads((out / "manifest.json").read_text())
@@ -137,8 +161,10 @@ def test_other_settings_in_same_folder_are_refused(reference_render, tmp_path):
 
 def test_translation_variant_writes_ten_values(tmp_path):
     out = tmp_path / "t"
-    run_render(tiny_config(out, translation=True, views_per_object=1, source_options={"classes": ["mug"]}),
-               progress=False)
+    run_render(
+        tiny_config(out, translation=True, views_per_object=1, source_options={"classes": ["mug"]}),
+        progress=False,
+    )
     lat = np.load(out / "mug" / "mug_0000" / "latent_0.npy")
     assert lat.shape == (10,) and np.all(np.abs(lat[7:]) <= 0.5)
     assert json.loads((out / "manifest.json").read_text())["latent_size"] == 10
@@ -146,8 +172,27 @@ def test_translation_variant_writes_ten_values(tmp_path):
 
 def test_cli_render_and_preview(tmp_path, capsys):
     out = tmp_path / "cli"
-    rc = cli_main(["render", "iebench", "--out", str(out), "--classes", "bowl,vase", "--objects-per-class", "1",
-                   "--views", "2", "--resolution", "16", "--spp", "1", "--variant", "scalar_rgb", "--no-progress"])
+    rc = cli_main(
+        [
+            "render",
+            "iebench",
+            "--out",
+            str(out),
+            "--classes",
+            "bowl,vase",
+            "--objects-per-class",
+            "1",
+            "--views",
+            "2",
+            "--resolution",
+            "16",
+            "--spp",
+            "1",
+            "--variant",
+            "scalar_rgb",
+            "--no-progress",
+        ]
+    )
     assert rc == 0
     text = capsys.readouterr().out
     assert "rendered 4 images" in text and "dataset complete" in text
@@ -156,7 +201,9 @@ def test_cli_render_and_preview(tmp_path, capsys):
     with Image.open(out / "preview.png") as im:
         assert im.size == (150 + 2 * 32, 2 * 32)
     assert cli_main(["render", "preview", str(tmp_path / "nothing")]) == 2
-    assert cli_main(["render", "iebench", "--out", str(out), "--source", "shapenet"]) == 2  # needs --source-root
+    assert (
+        cli_main(["render", "iebench", "--out", str(out), "--source", "shapenet"]) == 2
+    )  # needs --source-root
 
 
 def test_renders_change_with_view_factors(reference_render):
@@ -165,3 +212,18 @@ def test_renders_change_with_view_factors(reference_render):
     b = np.asarray(Image.open(out / "chair" / "chair_0000" / "image_1.jpg"), dtype=float)
     assert np.abs(a - b).mean() > 2.0  # another floor hue / light / pose
     assert os.path.getsize(out / "chair" / "chair_0000" / "image_0.jpg") > 100
+
+
+def test_render_passes_data_check_and_reads_back(reference_render, capsys):
+    """What the renderer writes is what equivision.data (and the official layout) reads."""
+    from equivision.data.iebench import IEBenchDataset
+
+    out, _ = reference_render
+    assert cli_main(["data", "check", str(out)]) == 0
+    ds = IEBenchDataset(out, split="val", views=2, image_size=16)
+    item = ds[0]
+    assert item["images"].shape == (2, 3, 16, 16) and item["latents"].shape == (2, 7)
+    assert list(ds.classes) == sorted(TINY_CLASSES) and ds.views_per_object == 3
+    c, o = np.load(out / "val_images.npy")[0].strip("/").split("/")
+    view = int(item["views"][0])
+    np.testing.assert_allclose(item["latents"][0].numpy(), np.load(out / c / o / f"latent_{view}.npy"), rtol=1e-6)

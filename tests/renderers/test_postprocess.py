@@ -19,7 +19,9 @@ def test_filmic_anchor_points_and_monotonic():
 
 
 def test_srgb_known_values():
-    np.testing.assert_allclose(srgb(np.array([0.0, 0.0031308, 1.0, 2.0])), [0.0, 0.04045, 1.0, 1.0], atol=1e-5)
+    np.testing.assert_allclose(
+        srgb(np.array([0.0, 0.0031308, 1.0, 2.0])), [0.0, 0.04045, 1.0, 1.0], atol=1e-5
+    )
     assert set(TONEMAPS.names()) >= {"filmic", "srgb"}
 
 

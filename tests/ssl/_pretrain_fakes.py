@@ -30,11 +30,16 @@ def write_tiny_iebench(
             lat = np.array([rng.uniform(*LATENT_RANGES[n]) for n in latent_names(7)], dtype=np.float64)
             phase = lat[:3]
             img = np.stack(
-                [0.5 + 0.4 * np.sin(2 * np.pi * (freq[c, 0] * xx + freq[c, 1] * yy) + phase[c]) for c in range(3)],
+                [
+                    0.5 + 0.4 * np.sin(2 * np.pi * (freq[c, 0] * xx + freq[c, 1] * yy) + phase[c])
+                    for c in range(3)
+                ],
                 axis=-1,
             )
             img = img * (0.6 + 0.4 * lat[3])
-            Image.fromarray((img * 255).clip(0, 255).astype(np.uint8)).save(folder / f"image_{v}.jpg", quality=90)
+            Image.fromarray((img * 255).clip(0, 255).astype(np.uint8)).save(
+                folder / f"image_{v}.jpg", quality=90
+            )
             np.save(folder / f"latent_{v}.npy", lat)
         paths.append(f"/{obj}/")
         labels.append(cls)

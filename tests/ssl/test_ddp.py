@@ -31,7 +31,11 @@ def _free_port() -> int:
 
 def _worker(rank: int, world: int, port: int, cfg: dict) -> None:
     os.environ.update(
-        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank)
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        WORLD_SIZE=str(world),
+        LOCAL_RANK=str(rank),
     )
     torch.set_num_threads(1)
     train(cfg)
@@ -42,6 +46,7 @@ def _steps(run: Path) -> list[dict]:
     return [r for r in rows if r["kind"] == "step"]
 
 
+@pytest.mark.slow  # 10-40 s: two spawned processes import torch and timm
 @pytest.mark.parametrize("method", ["sie"])
 def test_two_processes_equal_one(method: str, tmp_path: Path) -> None:
     root = write_tiny_iebench(tmp_path / "data", objects=16, size=32)

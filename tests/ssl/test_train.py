@@ -105,7 +105,9 @@ def test_backbone_loads_strictly_and_matches(reference_run: Path) -> None:
     # the same backbone taken out of the full training checkpoint
     ckpt = load_checkpoint(reference_run / "checkpoints/last.pt")
     ref = build_backbone("test_resnet")
-    ref.load_state_dict({k[9:]: v for k, v in ckpt["model"].items() if k.startswith("backbone.")}, strict=True)
+    ref.load_state_dict(
+        {k[9:]: v for k, v in ckpt["model"].items() if k.startswith("backbone.")}, strict=True
+    )
     x = torch.randn(3, 3, 32, 32)
     backbone.eval(), ref.eval()
     with torch.no_grad():
@@ -134,7 +136,9 @@ def test_corrupt_backbone_weights_are_detected(reference_run: Path, tmp_path: Pa
 @pytest.mark.parametrize("method", ["sie", "vicreg", "simclr"])
 def test_loss_decreases(method: str, data_root: Path, tmp_path: Path) -> None:
     # one global batch of all 16 objects per step; the views change every epoch
-    cfg = cfg_for(data_root, tmp_path, method, **{"epochs": 12, "data.batch_size": 16, "checkpoint_every": 100})
+    cfg = cfg_for(
+        data_root, tmp_path, method, **{"epochs": 12, "data.batch_size": 16, "checkpoint_every": 100}
+    )
     rd = T.train(cfg)
     losses = [r["loss"] for r in records(rd, "step")]
     assert len(losses) == 12 and all(torch.isfinite(torch.tensor(losses)))
@@ -221,6 +225,12 @@ def test_cli_resume_run_dir(data_root: Path, tmp_path: Path, capsys: pytest.Capt
     rd = tmp_path / "run"
     assert main(["pretrain", "--resume", str(rd), "max_steps=null"]) == 0
     assert [r["step"] for r in records(rd, "step")] == [1, 2]
+    # a recipe plus a run folder to continue, with an override that extends the run
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text((rd / "config.yaml").read_text())
+    assert main(["pretrain", "--config", str(recipe), "--resume", str(rd), "epochs=2"]) == 0
+    assert [r["step"] for r in records(rd, "step")] == [1, 2, 3, 4]
+    assert json.loads((rd / "checkpoints/backbone.json").read_text())["epochs"] == 2
     assert main(["pretrain", "--resume", str(tmp_path / "nope")]) == 2
     assert "not a pretraining run folder" in capsys.readouterr().err
 
@@ -270,11 +280,15 @@ def test_bad_loss_stops_and_keeps_checkpoint(
     assert not (tmp_path / "run/checkpoints/backbone.safetensors").exists()
 
 
-def test_nan_policy_skip_drops_the_step(data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_nan_policy_skip_drops_the_step(
+    data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     _poison(monkeypatch, 3, float("nan"))
     rd = T.train(cfg_for(data_root, tmp_path, nan_policy="skip"))
     summary = json.loads((rd / "report/summary.json").read_text())
     assert summary["skipped_steps"] == 1 and summary["steps"] == 4
+    assert [r["step"] for r in records(rd, "event")] == [3]
+    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in records(rd, "epoch"))  # skipped step left out
     assert all(torch.isfinite(v).all() for v in weights(rd).values() if v.is_floating_point())
 
 
@@ -327,3 +341,13 @@ def test_persistent_workers_see_every_epoch(data_root: Path) -> None:
                 assert views == fresh.draw_views(obj).tolist(), (epoch, obj)
                 seen.append((epoch, obj, tuple(views)))
     assert len({(o, v) for _, o, v in seen}) > 16  # the views really change between epochs
+
+
+def test_bf16_autocast_and_channels_last_run_on_cpu(data_root: Path, tmp_path: Path) -> None:
+    """The GPU settings (bf16 autocast, channels_last) are honoured when asked for, also on CPU."""
+    rd = T.train(cfg_for(data_root, tmp_path, max_steps=2, precision="bf16", channels_last="true"))
+    summary = json.loads((rd / "report/summary.json").read_text())
+    assert summary["precision"] == "bf16" and summary["steps"] == 2
+    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in records(rd, "step"))
+    w = weights(rd)
+    assert all(v.dtype == torch.float32 for v in w.values() if v.is_floating_point())  # weights stay fp32

@@ -1,0 +1,531 @@
+"""Bird's-eye-view object detection probe for LiDAR encoders, with KITTI-style average precision.
+
+The detector is the :class:`~equivision.ssl.lidar.pillars.LidarEncoder` (from scratch or pretrained)
+plus a CenterPoint-style head on its BEV map: one centre heatmap per class (Gaussian targets,
+CenterNet focal loss) and, at the centre cell, 8 regression channels (sub-cell offset x, y, centre
+z, log l, log w, log h, sin yaw, cos yaw; L1 loss). Decoding keeps the 3×3 local maxima of the
+heatmap above ``score_threshold`` (at most ``top_k``) - no rotated NMS.
+
+Protocol (``run_detection_benchmark``): for each labelled fraction (5 %, 20 %, 100 % of the
+training frames: nested prefixes of one permutation drawn from the seed) and each initialisation
+(scratch; pretrained when an encoder is given), fine-tune the whole detector for the **same number
+of steps** (so small fractions see their frames more often, as more epochs would) with global
+flip / rotation / scaling augmentation, then report AP on the validation frames.
+
+AP: detections of all frames sorted by score, each matched greedily to the unmatched ground truth
+box of its frame and class with the largest IoU if that IoU ≥ the threshold; AP is KITTI's R40,
+the mean over recalls 1/40 ... 1 of the best precision at that recall or more. IoU is the rotated
+BEV IoU or the 3D IoU (BEV overlap × z overlap). No difficulty levels (KITTI's easy/moderate/hard
+depend on the 2D box height and occlusion, which synthetic 360° labels do not have), and no
+DontCare regions. KITTI's usual thresholds are 0.7 for cars and 0.5 for pedestrians/cyclists;
+every class is reported at every threshold here.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from equivision.data.kitti import box_corners
+from equivision.ssl.lidar.augment import AugmentRanges, sample_similarity
+from equivision.ssl.lidar.pillars import BEVGrid, EncoderSpec, LidarEncoder
+from equivision.utils.io import atomic_write_json, atomic_write_text
+from equivision.utils.seeding import rng_for, stable_int
+
+REG_CHANNELS = 8  # offset x, offset y, z, log l, log w, log h, sin yaw, cos yaw
+RESULTS_FORMAT = "equivision-lidar-detection/1"
+
+
+# --------------------------------------------------------------------------- IoU
+
+
+def _polygon_area(p: np.ndarray) -> float:
+    if len(p) < 3:
+        return 0.0
+    x, y = p[:, 0], p[:, 1]
+    return 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
+
+
+def _clip_convex(subject: np.ndarray, clip: np.ndarray) -> np.ndarray:
+    """Sutherland-Hodgman: the part of polygon ``subject`` inside convex counter-clockwise ``clip``."""
+    out = subject
+    for i in range(len(clip)):
+        a, b = clip[i], clip[(i + 1) % len(clip)]
+        if len(out) == 0:
+            break
+        inp, out = out, []
+        side = (b[0] - a[0]) * (inp[:, 1] - a[1]) - (b[1] - a[1]) * (inp[:, 0] - a[0])
+        for j in range(len(inp)):
+            p, q = inp[j], inp[(j + 1) % len(inp)]
+            sp, sq = side[j], side[(j + 1) % len(inp)]
+            if sp >= 0:
+                out.append(p)
+            if (sp >= 0) != (sq >= 0):
+                t = sp / (sp - sq)
+                out.append(p + t * (q - p))
+        out = np.array(out).reshape(-1, 2)
+    return out
+
+
+def bev_intersection(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``(N, M)`` areas of overlap of the footprints of boxes ``(N, 7)`` and ``(M, 7)``."""
+    a, b = np.asarray(a, np.float64).reshape(-1, 7), np.asarray(b, np.float64).reshape(-1, 7)
+    out = np.zeros((len(a), len(b)))
+    if not len(a) or not len(b):
+        return out
+    ca, cb = box_corners(a)[:, 3::-1, :2], box_corners(b)[:, 3::-1, :2]  # bottom face, counter-clockwise
+    ra, rb = 0.5 * np.hypot(a[:, 3], a[:, 4]), 0.5 * np.hypot(b[:, 3], b[:, 4])
+    dist = np.linalg.norm(a[:, None, :2] - b[None, :, :2], axis=-1)
+    for i, j in zip(*np.nonzero(dist < ra[:, None] + rb[None, :]), strict=True):
+        out[i, j] = _polygon_area(_clip_convex(ca[i], cb[j]))
+    return out
+
+
+def box_iou(a: np.ndarray, b: np.ndarray, kind: str = "bev") -> np.ndarray:
+    """``(N, M)`` IoU of LiDAR boxes ``(x, y, z, l, w, h, yaw)``: rotated BEV (``"bev"``) or 3D (``"3d"``)."""
+    a, b = np.asarray(a, np.float64).reshape(-1, 7), np.asarray(b, np.float64).reshape(-1, 7)
+    inter = bev_intersection(a, b)
+    if kind == "bev":
+        union = (a[:, 3] * a[:, 4])[:, None] + (b[:, 3] * b[:, 4])[None, :] - inter
+    elif kind == "3d":
+        lo = np.maximum((a[:, 2] - a[:, 5] / 2)[:, None], (b[:, 2] - b[:, 5] / 2)[None, :])
+        hi = np.minimum((a[:, 2] + a[:, 5] / 2)[:, None], (b[:, 2] + b[:, 5] / 2)[None, :])
+        inter = inter * np.clip(hi - lo, 0, None)
+        union = a[:, 3:6].prod(1)[:, None] + b[:, 3:6].prod(1)[None, :] - inter
+    else:
+        raise ValueError(f"IoU kind must be 'bev' or '3d', got {kind!r}")
+    return inter / np.maximum(union, 1e-12)
+
+
+# --------------------------------------------------------------------------- AP
+
+
+def average_precision(
+    detections: Sequence[dict[str, np.ndarray]],
+    ground_truth: Sequence[dict[str, np.ndarray]],
+    label: int,
+    iou_threshold: float,
+    kind: str = "bev",
+    recall_points: int = 40,
+) -> float:
+    """KITTI R40 AP of class ``label`` over frames (``detections[f]``: boxes, scores, labels;
+    ``ground_truth[f]``: boxes, labels). NaN when the class has no ground truth."""
+    if len(detections) != len(ground_truth):
+        raise ValueError(f"{len(detections)} frames of detections but {len(ground_truth)} of ground truth")
+    n_gt = sum(int((np.asarray(g["labels"]) == label).sum()) for g in ground_truth)
+    if n_gt == 0:
+        return math.nan
+    scored = []  # (score, frame, detection index)
+    ious = []
+    for f, (d, g) in enumerate(zip(detections, ground_truth, strict=True)):
+        dsel = np.nonzero(np.asarray(d["labels"]) == label)[0]
+        gsel = np.nonzero(np.asarray(g["labels"]) == label)[0]
+        db, gb = np.asarray(d["boxes"]).reshape(-1, 7)[dsel], np.asarray(g["boxes"]).reshape(-1, 7)[gsel]
+        ious.append(box_iou(db, gb, kind))
+        scored += [(float(np.asarray(d["scores"])[i]), f, k) for k, i in enumerate(dsel)]
+    scored.sort(key=lambda s: -s[0])
+    taken = [np.zeros(iou.shape[1], bool) for iou in ious]
+    tp = np.zeros(len(scored))
+    for n, (_, f, k) in enumerate(scored):
+        row = np.where(taken[f], -1.0, ious[f][k]) if ious[f].shape[1] else np.zeros(0)
+        if len(row) and row.max() >= iou_threshold:
+            taken[f][int(row.argmax())] = True
+            tp[n] = 1
+    ctp = np.cumsum(tp)
+    recall = ctp / n_gt
+    precision = ctp / np.arange(1, len(tp) + 1)
+    ap = 0.0
+    for r in np.arange(1, recall_points + 1) / recall_points:
+        ok = recall >= r - 1e-12
+        ap += float(precision[ok].max()) if ok.any() else 0.0
+    return ap / recall_points
+
+
+def evaluate_detections(
+    detections: Sequence[dict[str, np.ndarray]],
+    ground_truth: Sequence[dict[str, np.ndarray]],
+    classes: Sequence[str],
+    thresholds: Sequence[float] = (0.5, 0.7),
+    kinds: Sequence[str] = ("bev", "3d"),
+) -> dict[str, Any]:
+    """``{"AP": {kind: {thr: {class: AP}}}, "mAP": {kind: {thr: mean over classes with ground truth}}}``
+    (APs in [0, 1]; the threshold keys are strings like ``"0.5"``)."""
+    ap: dict[str, Any] = {}
+    mean: dict[str, Any] = {}
+    for kind in kinds:
+        ap[kind], mean[kind] = {}, {}
+        for thr in thresholds:
+            per = {
+                c: average_precision(detections, ground_truth, k, thr, kind) for k, c in enumerate(classes)
+            }
+            vals = [v for v in per.values() if not math.isnan(v)]
+            ap[kind][f"{thr:g}"] = per
+            mean[kind][f"{thr:g}"] = float(np.mean(vals)) if vals else math.nan
+    return {"AP": ap, "mAP": mean}
+
+
+# --------------------------------------------------------------------------- head, targets, decoding
+
+
+class CenterHead(nn.Module):
+    """Heatmap logits ``(B, K, h, w)`` and regression ``(B, 8, h, w)`` from a BEV map."""
+
+    def __init__(self, in_channels: int, num_classes: int, hidden: int = 64) -> None:
+        super().__init__()
+        self.shared = nn.Sequential(
+            nn.Conv2d(in_channels, hidden, 3, padding=1, bias=False),
+            nn.BatchNorm2d(hidden),
+            nn.ReLU(inplace=True),
+        )
+        self.heatmap = nn.Conv2d(hidden, num_classes, 1)
+        self.regression = nn.Conv2d(hidden, REG_CHANNELS, 1)
+        nn.init.constant_(self.heatmap.bias, -2.19)  # sigmoid = 0.1, as CenterNet
+
+    def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.shared(h)
+        return self.heatmap(x), self.regression(x)
+
+
+class BEVDetector(nn.Module):
+    """Encoder + :class:`CenterHead`: ``forward(points, batch, batch_size) -> (heat logits, regression)``."""
+
+    def __init__(self, encoder: LidarEncoder, num_classes: int, hidden: int = 64) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.head = CenterHead(encoder.out_channels, num_classes, hidden)
+        self.num_classes = int(num_classes)
+
+    def forward(
+        self, points: torch.Tensor, batch: torch.Tensor, batch_size: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.head(self.encoder(points, batch, batch_size))
+
+
+def gaussian_radius(length: float, width: float, min_overlap: float = 0.1) -> float:
+    """CornerNet/CenterNet's radius (in cells) within which a shifted box keeps ``min_overlap`` IoU."""
+    h, w = length, width
+    b1, c1 = h + w, w * h * (1 - min_overlap) / (1 + min_overlap)
+    r1 = (b1 + math.sqrt(b1**2 - 4 * c1)) / 2
+    b2, c2 = 2 * (h + w), (1 - min_overlap) * w * h
+    r2 = (b2 + math.sqrt(b2**2 - 16 * c2)) / 2
+    a3, b3, c3 = 4 * min_overlap, -2 * min_overlap * (h + w), (min_overlap - 1) * w * h
+    r3 = (b3 + math.sqrt(b3**2 - 4 * a3 * c3)) / 2
+    return min(r1, r2, r3)
+
+
+def make_targets(
+    boxes: Sequence[torch.Tensor],
+    labels: Sequence[torch.Tensor],
+    grid: BEVGrid,
+    stride: int,
+    num_classes: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Heatmaps ``(B, K, h, w)`` (1 at each centre cell, Gaussian around it), regression targets
+    ``(B, 8, h, w)`` and the ``(B, h, w)`` mask of centre cells. Boxes outside the grid are ignored."""
+    B = len(boxes)
+    h, w = grid.height // stride, grid.width // stride
+    cell = grid.pillar_size * stride
+    heat = torch.zeros(B, num_classes, h, w)
+    reg = torch.zeros(B, REG_CHANNELS, h, w)
+    mask = torch.zeros(B, h, w, dtype=torch.bool)
+    ys, xs = torch.meshgrid(
+        torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij"
+    )
+    for b in range(B):
+        bx = boxes[b].detach().cpu().float().reshape(-1, 7)
+        for box, lab in zip(bx, labels[b].tolist(), strict=True):
+            u, v = grid.to_cells(box[None, :2], stride)[0].tolist()
+            if not (0 <= u < w and 0 <= v < h):
+                continue
+            cx, cy = int(u), int(v)
+            radius = max(1.0, gaussian_radius(float(box[3]) / cell, float(box[4]) / cell))
+            sigma = (2 * radius + 1) / 6
+            g = torch.exp(-((xs - cx) ** 2 + (ys - cy) ** 2) / (2 * sigma**2))
+            heat[b, lab] = torch.maximum(heat[b, lab], g)
+            reg[b, :, cy, cx] = torch.tensor(
+                [u - cx, v - cy, float(box[2]), *torch.log(box[3:6].clamp(min=1e-3)).tolist(),
+                 math.sin(float(box[6])), math.cos(float(box[6]))]
+            )  # fmt: skip
+            mask[b, cy, cx] = True
+    return heat, reg, mask
+
+
+def focal_loss(
+    logits: torch.Tensor, target: torch.Tensor, alpha: float = 2.0, beta: float = 4.0
+) -> torch.Tensor:
+    """CenterNet's penalty-reduced focal loss, normalised by the number of centres (at least 1)."""
+    p = torch.sigmoid(logits.float()).clamp(1e-4, 1 - 1e-4)
+    pos = target.eq(1).float()
+    pos_loss = -torch.log(p) * (1 - p) ** alpha * pos
+    neg_loss = -torch.log(1 - p) * p**alpha * (1 - target) ** beta * (1 - pos)
+    return (pos_loss.sum() + neg_loss.sum()) / pos.sum().clamp(min=1)
+
+
+def detection_loss(heat_logits, reg, targets) -> dict[str, torch.Tensor]:
+    heat_t, reg_t, mask = (t.to(heat_logits.device) for t in targets)
+    l_heat = focal_loss(heat_logits, heat_t)
+    m = mask[:, None].expand_as(reg).float()
+    l_reg = (F.l1_loss(reg.float(), reg_t, reduction="none") * m).sum() / m.sum().clamp(min=1)
+    return {"loss": l_heat + l_reg, "heatmap_loss": l_heat, "regression_loss": l_reg}
+
+
+@torch.no_grad()
+def decode(
+    heat_logits: torch.Tensor,
+    reg: torch.Tensor,
+    grid: BEVGrid,
+    stride: int,
+    top_k: int = 50,
+    score_threshold: float = 0.1,
+) -> list[dict[str, np.ndarray]]:
+    """Boxes ``(n, 7)``, scores and labels per item from the 3×3 local maxima of the heatmaps."""
+    B, K, h, w = heat_logits.shape
+    heat = torch.sigmoid(heat_logits.float())
+    peaks = heat * (F.max_pool2d(heat, 3, stride=1, padding=1) == heat)
+    cell = grid.pillar_size * stride
+    out = []
+    for b in range(B):
+        scores, idx = peaks[b].flatten().topk(min(top_k, K * h * w))
+        keep = scores >= score_threshold
+        scores, idx = scores[keep], idx[keep]
+        lab, rest = idx // (h * w), idx % (h * w)
+        cy, cx = rest // w, rest % w
+        r = reg[b][:, cy, cx].float()
+        x = grid.x_range[0] + (cx.float() + r[0]) * cell
+        y = grid.y_range[0] + (cy.float() + r[1]) * cell
+        size = torch.exp(r[3:6].clamp(max=5))
+        yaw = torch.atan2(r[6], r[7])
+        boxes = torch.stack([x, y, r[2], size[0], size[1], size[2], yaw], dim=1)
+        out.append(
+            {"boxes": boxes.cpu().numpy(), "scores": scores.cpu().numpy(), "labels": lab.cpu().numpy()}
+        )
+    return out
+
+
+# --------------------------------------------------------------------------- training and the protocol
+
+
+def augment_scene(points, batch, boxes, ranges: AugmentRanges, batch_size: int):
+    """A random global flip / rotation / scaling (and translation) of each scan and its boxes."""
+    t = sample_similarity(batch_size, ranges, rotate=ranges.rotation > 0, device=points.device)
+    pts = t.apply(points, batch)
+    new_boxes = []
+    for b, bx in enumerate(boxes):
+        bx = bx.to(points.device).reshape(-1, 7)
+        bi = torch.full((len(bx),), b, dtype=torch.long, device=points.device)
+        centre = t.apply_xyz(bx[:, :3], bi)
+        yaw = torch.where(t.flip[b], -bx[:, 6], bx[:, 6]) + t.angle[b]
+        yaw = torch.remainder(yaw + math.pi, 2 * math.pi) - math.pi
+        new_boxes.append(torch.cat([centre, bx[:, 3:6] * t.scale[b], yaw[:, None]], dim=1))
+    return pts, new_boxes
+
+
+@dataclass
+class DetectionConfig:
+    data: str = ""  # KITTI-style folder with train/val splits (our render's root)
+    train_split: str = "train"
+    val_split: str = "val"
+    classes: list[str] | None = None  # KITTI types; None: those of the manifest (or of the labels)
+    pretrained: str | None = None  # run folder of a LiDAR pretraining run
+    encoder: dict = field(
+        default_factory=dict
+    )  # EncoderSpec fields for scratch runs without a pretrained encoder
+    fractions: list[float] = field(default_factory=lambda: [0.05, 0.2, 1.0])
+    steps: int = 300
+    batch_size: int = 4
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    head_channels: int = 64
+    augment: bool = True
+    freeze_encoder: bool = False
+    thresholds: list[float] = field(default_factory=lambda: [0.5, 0.7])
+    score_threshold: float = 0.1
+    top_k: int = 50
+    seed: int = 0
+    device: str = "auto"
+    out: str = "runs/lidar_detection"
+
+
+def labelled_subset(n: int, fraction: float, seed: int) -> list[int]:
+    """Indices of ``ceil(fraction * n)`` (at least 1) frames: a prefix of one permutation, so the 5 %
+    subset is inside the 20 % one, which is inside 100 %."""
+    if not 0 < fraction <= 1:
+        raise ValueError(f"a labelled fraction must be in (0, 1], got {fraction}")
+    order = rng_for(seed, "lidar-labelled").permutation(n)
+    return sorted(order[: max(1, math.ceil(fraction * n))].tolist())
+
+
+def train_detector(
+    detector: BEVDetector,
+    dataset,
+    cfg: DetectionConfig,
+    indices: Sequence[int],
+    device: torch.device,
+    desc: str = "",
+) -> list[float]:
+    """Fine-tune ``detector`` for ``cfg.steps`` steps on ``dataset[indices]``; returns the losses."""
+    from tqdm.auto import tqdm
+
+    from equivision.ssl.lidar.data import collate_scans
+
+    enc = detector.encoder
+    params = [
+        p for n, p in detector.named_parameters() if not (cfg.freeze_encoder and n.startswith("encoder."))
+    ]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, cfg.steps) / cfg.steps))
+    )
+    ranges = AugmentRanges(
+        rotation=math.pi / 4, translation=0.2, scale_min=0.95, scale_max=1.05, flip_prob=0.5
+    )
+    g = torch.Generator().manual_seed(stable_int(cfg.seed, "lidar-det-order", desc, bits=63))
+    detector.train()
+    if cfg.freeze_encoder:
+        enc.eval()
+    losses, pool = [], []
+    for step in tqdm(range(cfg.steps), desc=desc or "detect", unit="step", disable=None):
+        if len(pool) < cfg.batch_size:
+            pool += [indices[i] for i in torch.randperm(len(indices), generator=g).tolist()] * max(
+                1, math.ceil(cfg.batch_size / len(indices))
+            )
+        ids, pool = pool[: cfg.batch_size], pool[cfg.batch_size :]
+        batch = collate_scans([dataset[i] for i in ids])
+        torch.manual_seed(stable_int(cfg.seed, "lidar-det-step", desc, step, bits=63))
+        pts, bidx, boxes = batch["points"].to(device), batch["batch"].to(device), batch["boxes"]
+        if cfg.augment:
+            pts, boxes = augment_scene(pts, bidx, boxes, ranges, len(ids))
+        heat, reg = detector(pts, bidx, len(ids))
+        targets = make_targets(boxes, batch["labels"], enc.grid, enc.out_stride, detector.num_classes)
+        out = detection_loss(heat, reg, targets)
+        opt.zero_grad(set_to_none=True)
+        out["loss"].backward()
+        opt.step()
+        sched.step()
+        losses.append(float(out["loss"].detach()))
+    return losses
+
+
+@torch.no_grad()
+def predict(detector: BEVDetector, dataset, cfg: DetectionConfig, device: torch.device) -> tuple[list, list]:
+    """(detections, ground truth) of every frame of ``dataset`` (ground truth limited to the grid)."""
+    from equivision.ssl.lidar.data import collate_scans
+
+    detector.eval()
+    enc = detector.encoder
+    dets, gts = [], []
+    for start in range(0, len(dataset), cfg.batch_size):
+        items = [dataset[i] for i in range(start, min(start + cfg.batch_size, len(dataset)))]
+        batch = collate_scans(items)
+        heat, reg = detector(batch["points"].to(device), batch["batch"].to(device), len(items))
+        dets += decode(heat, reg, enc.grid, enc.out_stride, cfg.top_k, cfg.score_threshold)
+        for it in items:
+            bx = it["boxes"].numpy().reshape(-1, 7)
+            inside = (
+                enc.grid.inside(torch.from_numpy(bx[:, :3]).float()).numpy() if len(bx) else np.zeros(0, bool)
+            )
+            gts.append({"boxes": bx[inside], "labels": it["labels"].numpy()[inside]})
+    return dets, gts
+
+
+def detection_classes(root: str | Path, classes: Sequence[str] | None) -> list[str]:
+    if classes:
+        return list(classes)
+    manifest = Path(root) / "manifest.json"
+    if manifest.is_file():
+        return list(json.loads(manifest.read_text())["kitti_types"])
+    raise ValueError(f"{root} has no manifest.json: name the classes to detect (e.g. Car,Pedestrian,Cyclist)")
+
+
+def run_detection_benchmark(cfg: DetectionConfig, progress: bool = True) -> dict[str, Any]:
+    """Train and evaluate every (initialisation, fraction); writes ``results.json`` and ``results.md``
+    to ``cfg.out`` and returns the results."""
+    from equivision.ssl.lidar.data import LidarFrames
+    from equivision.ssl.lidar.train import load_lidar_encoder
+
+    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
+                          ("cpu" if cfg.device == "auto" else cfg.device))  # fmt: skip
+    classes = detection_classes(cfg.data, cfg.classes)
+    train_set = LidarFrames(cfg.data, classes, cfg.train_split)
+    val_set = LidarFrames(cfg.data, classes, cfg.val_split)
+    if not len(train_set) or not len(val_set):
+        raise ValueError(
+            f"{cfg.data}: {len(train_set)} training and {len(val_set)} validation frames; need both"
+        )
+    record = None
+    if cfg.pretrained:
+        _, record = load_lidar_encoder(cfg.pretrained)
+        spec = EncoderSpec(
+            **{k: tuple(v) if isinstance(v, list) else v for k, v in record["encoder"].items()}
+        )
+    else:
+        spec = EncoderSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg.encoder.items()})
+    inits = ["scratch"] + (["pretrained"] if cfg.pretrained else [])
+    runs = []
+    for fraction in cfg.fractions:
+        subset = labelled_subset(len(train_set), fraction, cfg.seed)
+        for init in inits:
+            torch.manual_seed(stable_int(cfg.seed, "lidar-det-init", bits=63))
+            encoder = load_lidar_encoder(cfg.pretrained)[0] if init == "pretrained" else LidarEncoder(spec)
+            torch.manual_seed(stable_int(cfg.seed, "lidar-det-head", bits=63))
+            detector = BEVDetector(encoder, len(classes), cfg.head_channels).to(device)
+            t0 = time.perf_counter()
+            losses = train_detector(detector, train_set, cfg, subset, device, desc=f"{init} {fraction:g}")
+            dets, gts = predict(detector, val_set, cfg, device)
+            metrics = evaluate_detections(dets, gts, classes, cfg.thresholds)
+            runs.append({"init": init, "fraction": fraction, "frames": len(subset), "seconds": time.perf_counter() - t0,
+                         "first_loss": losses[0], "last_loss": losses[-1], **metrics})  # fmt: skip
+    results = {
+        "format": RESULTS_FORMAT,
+        "classes": classes,
+        "data": {"root": str(cfg.data), "train_frames": len(train_set), "val_frames": len(val_set)},
+        "encoder": spec.as_dict(),
+        "pretrained": record and {k: record[k] for k in ("method", "steps", "sha256") if k in record},
+        "config": asdict(cfg),
+        "runs": runs,
+    }
+    out = Path(cfg.out)
+    atomic_write_json(out / "results.json", results)
+    atomic_write_text(out / "results.md", results_table(results))
+    return results
+
+
+def results_table(results: dict[str, Any], kind: str = "bev") -> str:
+    """Markdown: one row per (fraction, init), mAP at every threshold plus per-class AP at the lowest."""
+    runs = results["runs"]
+    if not runs:
+        return "(no runs)\n"
+    thrs = list(runs[0]["mAP"][kind])
+    low = thrs[0]
+    classes = results["classes"]
+    head = [
+        "labels",
+        "frames",
+        "init",
+        *(f"mAP {kind.upper()}@{t}" for t in thrs),
+        *(f"{c} @{low}" for c in classes),
+    ]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+
+    def pct(v: float) -> str:
+        return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.1f}"
+
+    for r in runs:
+        cells = [f"{100 * r['fraction']:g} %", str(r["frames"]), r["init"]]
+        cells += [pct(r["mAP"][kind][t]) for t in thrs] + [pct(r["AP"][kind][low][c]) for c in classes]
+        lines.append("| " + " | ".join(cells) + " |")
+    return (
+        "\n".join(lines)
+        + "\n\nAP in %, KITTI R40 interpolation, "
+        + f"{kind.upper()} IoU, no difficulty levels.\n"
+    )

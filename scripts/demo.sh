@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# `make demo`: the main job on the embedded default data, on a CPU in about 10-15 minutes:
+# render the mini dataset -> check it -> contact sheet -> pretrain SIE and VICReg -> probe both ->
+# print one results table and write the plots. Every step resumes if re-run.
+# Sizes can be changed through the environment (DEMO_OBJECTS, DEMO_VIEWS, DEMO_RES, DEMO_EPOCHS).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=.venv/bin
+OUT="${DEMO_DIR:-demo_out}"
+OBJECTS="${DEMO_OBJECTS:-12}"      # per class (15 procedural classes)
+VIEWS="${DEMO_VIEWS:-8}"           # per object
+RES="${DEMO_RES:-64}"
+EPOCHS="${DEMO_EPOCHS:-25}"
+PROBE_EPOCHS="${DEMO_PROBE_EPOCHS:-100}"
+DATA="$OUT/data"
+mkdir -p "$OUT"
+t0=$(date +%s)
+
+echo "== 1/5 render the embedded mini dataset ($OBJECTS objects x 15 classes x $VIEWS views, ${RES}px)"
+$BIN/equivision render iebench --out "$DATA" --objects-per-class "$OBJECTS" --views "$VIEWS" \
+  --resolution "$RES" --spp 25 --seed 0
+
+echo "== 2/5 check it and draw its contact sheet"
+$BIN/equivision data check "$DATA"
+$BIN/equivision render preview "$DATA" --out "$OUT/preview.png" --objects 15 --views 8
+
+if [ "${DEMO_RENDER_ONLY:-0}" = "1" ]; then
+  echo "DEMO_RENDER_ONLY=1: stopping after the data"; exit 0
+fi
+
+for m in sie vicreg; do
+  echo "== 3/5 pretrain $m ($EPOCHS epochs)"
+  if [ -f "$OUT/runs/mini_$m/checkpoints/backbone.safetensors" ]; then
+    echo "already trained: $OUT/runs/mini_$m"
+  else
+    resume=()
+    [ -f "$OUT/runs/mini_$m/checkpoints/last.pt" ] && resume=(--resume "$OUT/runs/mini_$m")
+    $BIN/equivision pretrain --config "scripts/pretrain/mini/$m.yaml" "${resume[@]}" \
+      data.root="$DATA" data.image_size="$RES" epochs="$EPOCHS" out_dir="$OUT/runs" run_name="mini_$m"
+  fi
+done
+
+for m in sie vicreg; do
+  echo "== 4/5 probe $m"
+  $BIN/equivision probe run --checkpoint "$OUT/runs/mini_$m" --data "$DATA" --epochs "$PROBE_EPOCHS" \
+    --out "$OUT/probes/$m"
+done
+
+echo "== 5/5 results"
+$BIN/equivision probe compare "$OUT/probes/sie/results.json" "$OUT/probes/vicreg/results.json" --names SIE,VICReg --out "$OUT/compare"
+cat "$OUT/compare/"*.md
+t1=$(date +%s)
+cat <<MSG
+
+demo finished in $((t1 - t0)) s. Where everything is:
+  dataset          $DATA  (manifest.json, split files, <class>/<object>/image_i.jpg + latent_i.npy)
+  contact sheet    $OUT/preview.png
+  pretraining runs $OUT/runs/mini_sie, $OUT/runs/mini_vicreg  (config.yaml, metrics.jsonl, checkpoints/, report/)
+  probe results    $OUT/probes/{sie,vicreg}/  (results.json, results.md, plots/*.png)
+  comparison       $OUT/compare/
+MSG

@@ -1,0 +1,71 @@
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from equivision.benchmarks.render_speed import (
+    BenchResult,
+    bench_mitsuba,
+    format_table,
+    official_views,
+    sigma_8bit,
+    write_report,
+)
+from equivision.renderers.scene import SceneSettings
+from equivision.renderers.variants import choose_variant
+
+SHARED_BENCH = Path(__file__).resolve().parents[2].parent / "shared" / "bench"
+
+
+def test_sigma_is_rms_difference_over_sqrt2():
+    a = np.zeros((4, 4, 3), np.uint8)
+    b = np.full((4, 4, 3), 2, np.uint8)
+    assert sigma_8bit(a, b) == pytest.approx(2 / math.sqrt(2))
+    assert sigma_8bit(a, a) == 0.0
+
+
+def test_official_views_match_the_official_draw_order():
+    rng = np.random.RandomState(3)
+    draws = [rng.uniform(0, 1), rng.uniform(0, np.pi / 4), rng.uniform(0, 2 * np.pi), rng.uniform(0, 1)]
+    angles = [rng.uniform(-np.pi / 2, np.pi / 2) for _ in range(3)]
+    v = official_views(1, seed=3)[0]
+    assert (v.floor_hue, v.light_theta, v.light_phi, v.light_hue) == tuple(draws)
+    assert v.angles == tuple(angles)
+
+
+@pytest.mark.skipif(not (SHARED_BENCH / "blender_3diebench.py").exists(), reason="shared/bench not present")
+def test_views_equal_the_cycles_benchmark_views():
+    sys.path.insert(0, str(SHARED_BENCH))
+    try:
+        import blender_3diebench as b3
+    finally:
+        sys.path.pop(0)
+    theirs = b3.sample_views(3, 0)
+    for ours, t in zip(official_views(3, 0), theirs, strict=True):
+        assert ours.angles == pytest.approx(t["angles"]) and ours.light_phi == pytest.approx(t["spot_phi"])
+        assert ours.floor_rgb == pytest.approx(t["floor_rgb"]) and ours.light_rgb == pytest.approx(t["spot_rgb"])
+
+
+def test_bench_mitsuba_reports_speed_and_noise():
+    choose_variant("scalar_rgb")
+    r = bench_mitsuba(SceneSettings(resolution=16, spp=2, sun="directional"), False, "filmic", "mug", views=2)
+    assert r.renderer == "mitsuba" and r.resolution == 16 and r.views == 2
+    assert r.images_per_second > 0 and r.noise_sigma > 0  # 2 spp: two seeds differ
+
+
+def test_report_ratios_against_cycles(tmp_path):
+    res = [
+        BenchResult("cycles", "cycles bproc", 256, 100, 4.0, 0.25, 0.4, 5),
+        BenchResult("mitsuba", "mitsuba llvm", 256, 36, 0.5, 2.0, 0.35, 5),
+        BenchResult("mitsuba", "mitsuba llvm", 128, 36, 0.2, 5.0, 0.5, 5),
+    ]
+    rep = write_report(res, tmp_path / "b.json", {"x": 1})
+    assert rep["ratios"] == [
+        {"resolution": 256, "speedup_vs_cycles": 8.0, "noise_mitsuba": 0.35, "noise_cycles": 0.4,
+         "equal_or_lower_noise": True}
+    ]
+    assert json.loads((tmp_path / "b.json").read_text())["ratios"][0]["speedup_vs_cycles"] == 8.0
+    assert "| cycles bproc | 256 | 100 | 4.000 | 0.25 | 0.40 |" in format_table(res)

@@ -1,0 +1,281 @@
+"""``equivision bench train`` / ``bench loader``: backbone-image counting, the report fields and their
+arithmetic, the loader on a tiny rendered dataset, and CLI errors. Tiny sizes (16 px, batch 4)."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+
+import pytest
+import torch
+from torch import nn
+
+from equivision.backbones import build_backbone
+from equivision.backbones.factory import Backbone
+from equivision.benchmarks.step_timing import (
+    StepTimes,
+    backbone_images,
+    record_backbone_calls,
+    resolve_runtime,
+    synthetic_batch,
+    time_steps,
+)
+from equivision.benchmarks.train_speed import bench_loader, loader_report
+from equivision.cli import main
+from equivision.data.schema import LATENT_RANGES, latent_names
+from equivision.ssl.registry import Method, build_method
+
+CPU = resolve_runtime("cpu", "fp32", "false")
+TINY_SIE = {"mlp": "32-32", "equi_dims": 256}  # resnet18: 512-d, split 256/256, 16-16 projectors
+
+
+class TinyBackbone(Backbone):
+    """3x3 conv + global pooling: a Backbone that costs nothing."""
+
+    def __init__(self) -> None:
+        super().__init__("tiny", 8, spatial=False)
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x).mean(dim=(2, 3))
+
+
+@dataclass
+class _NoConfig:
+    pass
+
+
+class AllViewsConcat(Method):
+    """Passes all k views through the backbone in one call (k*B images)."""
+
+    Config = _NoConfig
+
+    def __init__(self, backbone: Backbone) -> None:
+        super().__init__(backbone, None)
+        self.head = nn.Linear(backbone.feat_dim, 4)
+        self.forward_calls = 0
+
+    def forward(self, batch):
+        self.forward_calls += 1
+        imgs = batch["images"]
+        y = self.backbone(imgs.flatten(0, 1))
+        return {"loss": self.head(y).pow(2).mean()}
+
+
+class AllViewsOneByOne(AllViewsConcat):
+    """Calls the backbone once per view (k calls of B images)."""
+
+    def forward(self, batch):
+        self.forward_calls += 1
+        imgs = batch["images"]
+        loss = sum(self.head(self.backbone(imgs[:, v])).pow(2).mean() for v in range(imgs.shape[1]))
+        return {"loss": loss}
+
+
+def test_synthetic_batch_shapes_ranges_and_seed():
+    b = synthetic_batch(5, 3, 16, CPU, latent_size=10, seed=7)
+    assert b["images"].shape == (5, 3, 3, 16, 16)
+    assert b["latents"].shape == (5, 3, 10) and b["latents"].dtype == torch.float32
+    assert b["label"].shape == (5,) and b["label"].dtype == torch.int64
+    for j, name in enumerate(latent_names(10)):
+        lo, hi = LATENT_RANGES[name]
+        col = b["latents"][..., j]
+        assert lo <= col.min() and col.max() <= hi, name
+    again = synthetic_batch(5, 3, 16, CPU, latent_size=10, seed=7)
+    assert torch.equal(b["images"], again["images"]) and torch.equal(b["latents"], again["latents"])
+    with pytest.raises(ValueError, match="batch_size >= 2"):
+        synthetic_batch(1, 2, 16, CPU)
+
+
+def test_channels_last_layout_of_each_view():
+    rt = resolve_runtime("cpu", "fp32", "true")
+    assert rt.channels_last and not rt.bf16
+    b = synthetic_batch(4, 2, 8, rt)
+    view = b["images"][:, 1]
+    assert view.stride()[1] == 1  # channels innermost, as the trainer lays a batch out
+
+
+def test_resolve_runtime_rejects_bad_values():
+    with pytest.raises(ValueError, match="precision"):
+        resolve_runtime("cpu", "fp16", "auto")
+    with pytest.raises(ValueError, match="device"):
+        resolve_runtime("tpu", "auto", "auto")
+    assert resolve_runtime("cpu", "bf16", "auto").bf16
+
+
+def test_sie_counts_two_views_per_sample_whatever_k():
+    torch.manual_seed(0)
+    sie = build_method("sie", build_backbone("resnet18", low_res_stem=True), TINY_SIE).train()
+    for k in (2, 3):
+        calls = record_backbone_calls(sie, synthetic_batch(4, k, 16, CPU), CPU)
+        assert [c.shape for c in calls] == [(4, 3, 16, 16), (4, 3, 16, 16)]
+        assert backbone_images(calls) == 8
+    assert all(p.grad is None for p in sie.parameters())  # the recording step leaves no gradients
+
+
+@pytest.mark.parametrize(
+    ("cls", "shapes"),
+    [(AllViewsConcat, [(12, 3, 8, 8)]), (AllViewsOneByOne, [(4, 3, 8, 8)] * 3)],
+)
+def test_k_view_methods_are_counted(cls, shapes):
+    m = cls(TinyBackbone()).train()
+    calls = record_backbone_calls(m, synthetic_batch(4, 3, 8, CPU), CPU)
+    assert [c.shape for c in calls] == shapes
+    assert backbone_images(calls) == 12
+
+
+def test_time_steps_runs_baseline_on_the_recorded_calls_only():
+    m = AllViewsOneByOne(TinyBackbone()).train()
+    seen: list[tuple[int, ...]] = []
+    m.backbone.register_forward_pre_hook(lambda mod, args: seen.append(tuple(args[0].shape)))
+    times, calls = time_steps(m, synthetic_batch(4, 3, 8, CPU), CPU, steps=3, warmup=2)
+    assert len(times.baseline) == len(times.full) == 3
+    assert all(len(r) == 3 and all(t >= 0 for t in r) for r in times.baseline + times.full)
+    assert m.forward_calls == 1 + 2 + 3  # recording step + warm-up + timed full steps only
+    # every step of either kind (1 recording + 5 full + 5 baseline) made the same 3 backbone calls
+    assert seen == [(4, 3, 8, 8)] * 3 * (1 + 5 + 5)
+    with pytest.raises(ValueError, match="steps"):
+        time_steps(m, synthetic_batch(4, 3, 8, CPU), CPU, steps=0)
+
+
+def test_time_steps_updates_the_head_only_in_full_steps():
+    m = AllViewsConcat(TinyBackbone()).train()
+    head0 = m.head.weight.detach().clone()
+    conv0 = m.backbone.conv.weight.detach().clone()
+    time_steps(m, synthetic_batch(4, 2, 8, CPU), CPU, steps=1, warmup=0)
+    assert not torch.equal(m.head.weight, head0) and not torch.equal(m.backbone.conv.weight, conv0)
+
+
+def test_method_that_never_calls_its_backbone_is_an_error():
+    class NoBackbone(AllViewsConcat):
+        def forward(self, batch):
+            return {"loss": self.head.weight.sum()}
+
+    with pytest.raises(ValueError, match="never called method.backbone"):
+        record_backbone_calls(NoBackbone(TinyBackbone()), synthetic_batch(4, 2, 8, CPU), CPU)
+
+
+def test_step_medians_by_hand():
+    t = StepTimes(baseline=[[1, 2, 3], [2, 3, 4], [9, 9, 9]], full=[[1, 1, 1], [3, 1, 2]])
+    med = t.medians()
+    assert med["baseline"] == {"forward": 2, "backward": 3, "optimizer": 4, "total": 9}
+    assert med["full"] == {"forward": 2, "backward": 1, "optimizer": 1.5, "total": 4.5}
+
+
+def _check_train_report(r: dict, images_per_step: int, backbone_images_per_step: int, steps: int) -> None:
+    for key in ("seconds", "img_per_s", "ssl_overhead", "ssl_overhead_pass", "environment", "backbone_calls"):
+        assert key in r
+    assert r["images_per_step"] == images_per_step
+    assert r["backbone_images_per_step"] == backbone_images_per_step
+    assert len(r["step_seconds"]["baseline"]) == len(r["step_seconds"]["full"]) == steps
+    t_b, t_f = r["seconds"]["baseline"]["total"], r["seconds"]["full"]["total"]
+    assert math.isclose(r["ssl_overhead"], t_f / t_b - 1)
+    assert r["ssl_overhead_pass"] == (r["ssl_overhead"] <= 0.15)
+    assert math.isclose(r["img_per_s"]["train"], images_per_step / t_f)
+    assert math.isclose(r["img_per_s"]["baseline_backbone"], backbone_images_per_step / t_b)
+    env = r["environment"]
+    assert env["torch"] == torch.__version__ and env["device"] == "cpu" and env["torch_threads"] >= 1
+
+
+def test_bench_train_cli_writes_the_report(tmp_path, capsys):
+    out = tmp_path / "train.json"
+    argv = ["bench", "train", "--method", "sie", "--image-size", "16", "--low-res-stem", "--batch-size", "4"]
+    argv += ["--views", "3", "--steps", "2", "--warmup", "1", "--device", "cpu", "--out", str(out)]
+    argv += [f"--set=mlp={TINY_SIE['mlp']}", "--set", "equi_dims=128"]
+    assert main(argv) == 0
+    r = json.loads(out.read_text())
+    # 4 objects x 3 loaded views, of which SIE passes 2 views through the backbone
+    _check_train_report(r, images_per_step=12, backbone_images_per_step=8, steps=2)
+    assert r["method"] == "sie" and r["overrides"] == ["mlp=32-32", "equi_dims=128"]
+    assert r["runtime"] == {"device": "cpu", "precision": "fp32", "channels_last": False}
+    assert r["parameters"]["total"] == r["parameters"]["backbone"] + r["parameters"]["ssl"]
+    # ssl parameters of SIE with a 384/128 split and 32-32 scaled projectors: 384->24->24, 128->8->8, 8x8x4
+    ssl = (384 * 24 + 24 + 2 * 24 + 24 * 24) + (128 * 8 + 8 + 2 * 8 + 8 * 8) + 8 * 8 * 4
+    assert r["parameters"]["ssl"] == ssl
+    assert "ssl_overhead" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--method", "nope"], "nope"),
+        (["--set", "no_such_key=1"], "no_such_key"),
+        (["--set", "equi_dims=4096"], "equi_dims"),
+        (["--device", "tpu"], "device"),
+    ],
+)
+def test_bench_train_bad_input_exits_2(tmp_path, capsys, argv, message):
+    base = ["bench", "train", "--image-size", "16", "--batch-size", "4", "--steps", "1", "--warmup", "0"]
+    assert main([*base, *argv, "--out", str(tmp_path / "x.json")]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "x.json").exists()
+
+
+# --------------------------------------------------------------------------- loader
+
+
+@pytest.fixture(scope="module")
+def tiny_dataset(tmp_path_factory):
+    """3 classes x 2 objects x 3 views at 16 px, rendered with the always-available scalar variant."""
+    from equivision.renderers.iebench import RenderConfig, run_render
+    from equivision.renderers.scene import SceneSettings
+
+    out = tmp_path_factory.mktemp("tiny_iebench")
+    cfg = RenderConfig(
+        out=str(out),
+        source="procedural",
+        source_options={"objects_per_class": 2, "classes": ["chair", "mug", "table"]},
+        views_per_object=3,
+        variant="scalar_rgb",
+        denoise="off",
+        scene=SceneSettings(resolution=16, spp=2, sun="directional"),
+    )
+    assert run_render(cfg, workers=1, progress=False).complete
+    return out
+
+
+def test_bench_loader_in_process(tiny_dataset):
+    r = bench_loader(tiny_dataset, image_size=16, batch_size=4, workers=0, views=2, batches=3)
+    assert r["batches"] == 3 and r["warmup_batches"] == 1
+    assert r["batch_shape"] == [4, 2, 3, 16, 16]
+    assert r["img_per_s"] > 0 and math.isclose(r["img_per_s"], 3 * 4 * 2 / r["seconds"])
+    assert r["dataset"]["latent_size"] == 7 and r["dataset"]["views_per_object"] == 3
+
+
+def test_loader_report_ratio_by_hand():
+    loaders = [{"workers": 1, "img_per_s": 30.0}, {"workers": 2, "img_per_s": 90.0}]
+    rep = loader_report(loaders, {"img_per_s": {"train": 20.0}, "environment": {}})
+    assert [x["loader_ratio"] for x in rep["loaders"]] == [1.5, 4.5]
+    assert [x["pass"] for x in rep["loaders"]] == [False, True]
+    assert rep["loader_ratio"] == 4.5 and rep["loader_ratio_workers"] == 2 and rep["loader_ratio_pass"]
+
+
+def test_bench_loader_cli(tiny_dataset, tmp_path):
+    out = tmp_path / "loader.json"
+    argv = ["bench", "loader", "--data", str(tiny_dataset), "--image-size", "16", "--batch-size", "4"]
+    argv += ["--workers", "0,1", "--batches", "3", "--method", "sie", "--low-res-stem", "--steps", "1"]
+    argv += ["--warmup", "0", "--device", "cpu", "--set", "mlp=32-32", "--out", str(out)]
+    assert main(argv) == 0
+    r = json.loads(out.read_text())
+    assert [x["workers"] for x in r["loaders"]] == [0, 1]
+    assert [x["warmup_batches"] for x in r["loaders"]] == [1, 3]
+    _check_train_report(r["train"], images_per_step=8, backbone_images_per_step=8, steps=1)
+    for x in r["loaders"]:
+        assert x["img_per_s"] > 0
+        assert math.isclose(x["loader_ratio"], x["img_per_s"] / r["train_img_per_s"])
+    assert r["loader_ratio"] == max(x["loader_ratio"] for x in r["loaders"])
+    assert r["loader_ratio_pass"] == (r["loader_ratio"] >= 3)
+
+
+def test_bench_loader_missing_data_exits_2(tmp_path, capsys):
+    missing = tmp_path / "nothing_here"
+    assert main(["bench", "loader", "--data", str(missing), "--out", str(tmp_path / "l.json")]) == 2
+    err = capsys.readouterr().err
+    assert str(missing) in err and "equivision render iebench" in err
+    assert not (tmp_path / "l.json").exists()
+
+
+def test_bench_loader_bad_workers_exits_2(tiny_dataset, tmp_path, capsys):
+    assert main(["bench", "loader", "--data", str(tiny_dataset), "--workers", "1,x"]) == 2
+    assert "--workers" in capsys.readouterr().err
