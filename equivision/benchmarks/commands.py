@@ -2,7 +2,14 @@
 
 * ``probe run --checkpoint PATH --data DIR`` extracts (cached) frozen features of the train and
   val splits, runs the probes and writes ``results.json``, ``results.md`` and ``plots/``.
-* ``probe compare RESULTS.json... --out DIR`` puts several results side by side.
+* ``probe compare RESULTS.json... --out DIR`` puts several results side by side
+  (``--summary``: one row per checkpoint; ``--scatter PNG``: invariance vs equivariance).
+
+Representations that need the full method (``checkpoints/last.pt`` + ``config.yaml``, see
+:mod:`equivision.benchmarks.method_features`): ``--method-features emb_inv,emb_equi`` probes
+outputs of ``method.embed`` (EquiCaps: capsule activations and poses) with every probe of
+``--probes`` except retrieval, as ``<probe>/<output>``; ``--agg-views 1,3,5`` probes seq-JEPA's
+aggregate ``z_AGG`` of ``M_val`` views with the linear classifier, as ``linear_agg_M<M_val>``.
 """
 
 from __future__ import annotations
@@ -17,6 +24,16 @@ PROBE_ORDER = ("linear", "rotation", "color", "translation", "retrieval")
 
 def _csv(s: str) -> list[str]:
     return [p.strip() for p in s.split(",") if p.strip()]
+
+
+def _ints(s: str) -> tuple[int, ...]:
+    try:
+        vals = tuple(int(p) for p in _csv(s))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {s!r}") from None
+    if any(v < 1 for v in vals):
+        raise argparse.ArgumentTypeError(f"expected integers >= 1, got {s!r}")
+    return vals
 
 
 def _floats(s: str) -> tuple[float, ...]:
@@ -54,6 +71,21 @@ def register(group_parser: argparse.ArgumentParser) -> None:
     run.add_argument("--extract-batch-size", type=int, default=256)
     run.add_argument("--workers", type=int, default=4, help="DataLoader workers for feature extraction")
     run.add_argument("--retrieval-splits", default="val", help="splits for PRE/MRR (val, train)")
+    run.add_argument(
+        "--method-features",
+        default="",
+        help="outputs of method.embed to probe too, e.g. emb_inv,emb_equi (needs checkpoints/last.pt)",
+    )
+    run.add_argument(
+        "--agg-views",
+        type=_ints,
+        default=(),
+        help="M_val list: probe the method's aggregate of M_val views (seq-JEPA z_AGG), e.g. 1,3,5",
+    )
+    run.add_argument(
+        "--agg-sequences", type=int, help="view sequences per object for --agg-views (default: views)"
+    )
+    run.add_argument("--agg-seed", type=int, default=0, help="seed of the --agg-views view sequences")
     run.add_argument("--cache-dir", help="feature cache folder (default: $EQUIVISION_CACHE or ~/.cache)")
     run.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
     run.add_argument("--out", help="output folder (default: <run>/report/probes or ./probe-results/<name>)")
@@ -67,6 +99,20 @@ def register(group_parser: argparse.ArgumentParser) -> None:
     cmp.add_argument("results", nargs="+", help="results.json files written by `probe run`")
     cmp.add_argument("--names", help="comma-separated column names (default: each file's name)")
     cmp.add_argument("--out", help="folder for compare.md (default: print only)")
+    cmp.add_argument("--summary", action="store_true", help="add a one-row-per-checkpoint summary table")
+    cmp.add_argument(
+        "--top1",
+        default="linear/full",
+        help="classification probes for the summary and the scatter's y, first present wins "
+        "(e.g. linear_agg_M3,linear/full); default %(default)s",
+    )
+    cmp.add_argument("--scatter", help="write the invariance (top-1) vs equivariance (R²) scatter PNG here")
+    cmp.add_argument(
+        "--scatter-x", default="rotation/full", help="regression probes for x (default %(default)s)"
+    )
+    cmp.add_argument(
+        "--scatter-metric", default="r2_global", choices=("r2_global", "r2_per_output"), help="x metric"
+    )
     cmp.set_defaults(func=_compare)
 
 
@@ -147,12 +193,15 @@ def _run(args: argparse.Namespace) -> int:
     train, val = (P.FeatureSplit.from_arrays(arrays[s]) for s in ("train", "val"))
     parts = P.feature_parts(record, train.dim)
     ctx = P.ProbeContext(train, val, cfg, parts)
+    loader = _MethodLoader(run_dir)
     if "retrieval" in names:
-        _attach_retrieval(ctx, run_dir, args, data_root, image_size, cache_dir, device)
+        _attach_retrieval(ctx, run_dir, args, data_root, image_size, cache_dir, device, loader)
 
     results = P.run_probes(
         [n for n in PROBE_ORDER if n in names] + [n for n in names if n not in PROBE_ORDER], ctx
     )
+    extra, extra_protocol = _method_probes(args, names, datasets, cfg, cache_dir, device, loader)
+    results.update(extra)
     method = str(record.get("method", "checkpoint"))
     label = run_dir.name if run_dir else Path(args.checkpoint).resolve().parent.name
     name = f"{method} ({label})"
@@ -172,7 +221,7 @@ def _run(args: argparse.Namespace) -> int:
             "views_per_object": train.views,
             "latent_size": train.latents.shape[-1],
         },
-        protocol={**cfg.protocol(), "parts": {k: list(v) for k, v in parts.items()}},
+        protocol={**cfg.protocol(), "parts": {k: list(v) for k, v in parts.items()}, **extra_protocol},
         notes=notes,
     )
     paths = write_report(doc, results, out, train.classes)
@@ -196,7 +245,108 @@ def _datasets(root: str, split_dir: str | None, image_size: int | None) -> dict[
         raise _user_error(str(e)) from None
 
 
-def _attach_retrieval(ctx, run_dir, args, data_root, image_size, cache_dir, device) -> None:
+class _MethodLoader:
+    """Loads the run's full method (``last.pt`` + ``config.yaml``) once, on first use."""
+
+    def __init__(self, run_dir: Path | None) -> None:
+        self.run_dir = run_dir
+        self._loaded: tuple[Any, dict[str, Any]] | None = None
+
+    @property
+    def available(self) -> bool:
+        return self.run_dir is not None and (self.run_dir / "checkpoints" / "last.pt").is_file()
+
+    def get(self) -> tuple[Any, dict[str, Any]]:
+        """``(method in eval mode, info)``; raises ``CheckpointError``."""
+        from equivision.benchmarks.retrieval import load_method_checkpoint
+
+        if self._loaded is None:
+            self._loaded = load_method_checkpoint(self.run_dir)
+        return self._loaded
+
+
+def _method_probes(args, names, datasets, cfg, cache_dir, device, loader):
+    """``--method-features`` and ``--agg-views``: ``(results, protocol additions)``."""
+    from equivision.benchmarks import probes as P
+    from equivision.benchmarks.features import CheckpointError, dataset_fingerprint
+    from equivision.benchmarks.method_features import (
+        AGGREGATORS,
+        MethodFeatureError,
+        aggregate_features,
+        aggregator_for,
+        method_outputs,
+    )
+
+    keys, m_vals = _csv(args.method_features), list(args.agg_views)
+    if not keys and not m_vals:
+        return {}, {}
+    results: dict[str, Any] = {}
+    wanted = [f"method/{key}" for key in keys] + (["linear_agg"] if m_vals else [])
+
+    def skip_all(reason: str) -> tuple[dict, dict]:
+        return {k: P.skipped(reason) for k in wanted}, {}
+
+    if not loader.available:
+        return skip_all("no run folder with checkpoints/last.pt and config.yaml next to the checkpoint")
+    try:
+        method, info = loader.get()
+    except CheckpointError as e:
+        return skip_all(f"cannot load the method checkpoint: {e}")
+    if m_vals and aggregator_for(info["method"]) is None:
+        results["linear_agg"] = P.skipped(
+            f"method {info['method']!r} has no sequence aggregator (registered: {AGGREGATORS.names()})"
+        )
+        m_vals = []
+    needed = set(keys) | ({"repr"} if m_vals else set())
+    if not needed:
+        return results, {}
+    try:
+        outputs = {
+            s: method_outputs(
+                method, info["sha256"], ds, sorted(needed), cache_dir=cache_dir,
+                batch_size=args.extract_batch_size, device=device, num_workers=args.workers,
+            )
+            for s, ds in datasets.items()
+        }  # fmt: skip
+        for key in keys:
+            train, val = (P.FeatureSplit.from_arrays(outputs[s], key) for s in ("train", "val"))
+            results.update(P.run_on_source(names, train, val, cfg, key))
+        agg = {}
+        for m in m_vals:
+            arrays = {
+                s: aggregate_features(
+                    method, info["method"], info["sha256"], outputs[s], m,
+                    per_object=args.agg_sequences, seed=args.agg_seed, dataset_id=dataset_fingerprint(ds),
+                    cache_dir=cache_dir, device=device,
+                )
+                for s, ds in datasets.items()
+            }  # fmt: skip
+            train, val = (P.FeatureSplit.from_arrays(arrays[s]) for s in ("train", "val"))
+            r = P.run_on_source(["linear"], train, val, cfg, "agg")["linear/agg"]
+            r.metrics.update(
+                source=f"aggregate of M_val={m} views", m_val=m, sequences_per_object=train.views
+            )
+            results[f"linear_agg_M{m}"] = r
+            agg[m] = train.views
+    except MethodFeatureError as e:
+        raise _user_error(str(e)) from None
+    protocol: dict[str, Any] = {"method_checkpoint": {"last_pt": info["last_pt"], "sha256": info["sha256"]}}
+    if keys:
+        protocol["method_features"] = {"outputs": keys, "probes": [n for n in P.SOURCE_PROBES if n in names]}
+    if agg:
+        protocol["aggregate"] = {
+            "m_val": list(agg),
+            "m_train": getattr(method.cfg, "seq_len", None),
+            "sequences_per_object": next(iter(agg.values())),
+            "seed": args.agg_seed,
+            "sequences": "sequence s of an object = view s mod V, then M_val-1 distinct other views drawn "
+            "from (seed, M_val, object); the same sequences for every checkpoint",
+            "probe": "linear classification, same protocol as linear/full; eval on every sequence",
+        }
+    return results, protocol
+
+
+def _attach_retrieval(ctx, run_dir, args, data_root, image_size, cache_dir, device, loader=None) -> None:
     """Give the context a retrieval callable when the run has a full method checkpoint."""
     from equivision.benchmarks.probes import ProbeResult, skipped
 
@@ -223,6 +373,7 @@ def _attach_retrieval(ctx, run_dir, args, data_root, image_size, cache_dir, devi
                 device=device,
                 batch_size=args.extract_batch_size,
                 num_workers=args.workers,
+                loaded=loader.get() if loader is not None else None,
             )
         except CheckpointError as e:
             return {"retrieval": skipped(f"cannot load the method checkpoint: {e}")}
@@ -235,7 +386,13 @@ def _attach_retrieval(ctx, run_dir, args, data_root, image_size, cache_dir, devi
 
 def _compare(args: argparse.Namespace) -> int:
     """Print (and write) a Markdown table with several probe results side by side."""
-    from equivision.benchmarks.report import compare_table, load_results
+    from equivision.benchmarks.report import (
+        compare_table,
+        load_results,
+        plot_invariance_equivariance,
+        scatter_points,
+        summary_table,
+    )
     from equivision.utils.io import atomic_write_text
 
     try:
@@ -246,7 +403,22 @@ def _compare(args: argparse.Namespace) -> int:
     if names is not None and len(names) != len(docs):
         raise _user_error(f"--names has {len(names)} names for {len(docs)} results files")
     table = compare_table(docs, names)
+    labels = names or [str(d.get("name", f"#{i}")) for i, d in enumerate(docs)]
+    top1 = _csv(args.top1) or ["linear/full"]
+    if args.summary:
+        table = summary_table(docs, labels, top1) + "\n" + table
     print(table)
+    if args.scatter:
+        points = scatter_points(docs, labels, _csv(args.scatter_x), args.scatter_metric, top1, "top1")
+        if not points:
+            raise _user_error(
+                f"--scatter: no results file has both {args.scatter_x} ({args.scatter_metric}) "
+                f"and {args.top1} (top1)"
+            )
+        left = sorted(set(labels) - {p["name"] for p in points})
+        r2 = "global" if args.scatter_metric == "r2_global" else "per-output"
+        path = plot_invariance_equivariance(points, args.scatter, xlabel=f"{points[0]['x_probe']} R² ({r2})")
+        print(f"wrote {path}" + (f" (no point for {', '.join(left)})" if left else ""), file=sys.stderr)
     if args.out:
         path = atomic_write_text(Path(args.out) / "compare.md", table)
         print(f"wrote {path}", file=sys.stderr)

@@ -314,9 +314,30 @@ def cached_encode(
 ) -> dict[str, np.ndarray]:
     """:func:`run_encoder` behind the cache. ``model_id`` identifies the weights and what is
     extracted (e.g. ``"backbone:<sha256>"``); ``cache_dir=None`` disables the cache."""
-    if cache_dir is None:
+
+    def compute() -> dict[str, np.ndarray]:
         return run_encoder(module, encode, dataset, batch_size, device, num_workers, progress, desc)
-    parts = {"format": CACHE_FORMAT, "model": model_id, "dataset": dataset_fingerprint(dataset)}
+
+    if cache_dir is None:
+        return compute()
+    parts = {"model": model_id, "dataset": dataset_fingerprint(dataset)}
+    return cached_arrays(compute, cache_dir=cache_dir, desc=desc, parts=parts)
+
+
+def cached_arrays(
+    compute: Callable[[], dict[str, np.ndarray]],
+    *,
+    cache_dir: str | os.PathLike | None,
+    desc: str,
+    parts: dict[str, Any],
+) -> dict[str, np.ndarray]:
+    """``compute()`` behind the ``.npz`` cache: the file is ``<cache_dir>/<desc>-<key>.npz`` with
+    ``key`` the hash of ``{"format": CACHE_FORMAT, **parts}`` (everything the arrays depend on);
+    ``cache_dir=None`` computes without reading or writing. An unreadable or stale file is
+    recomputed and overwritten."""
+    if cache_dir is None:
+        return compute()
+    parts = {"format": CACHE_FORMAT, **parts}
     key = cache_key(parts)
     path = Path(cache_dir) / f"{desc}-{key[:24]}.npz"
     if path.is_file():
@@ -326,7 +347,7 @@ def cached_encode(
                 return arrays
         except (OSError, ValueError, KeyError):
             pass  # unreadable / stale cache file: recompute and overwrite
-    arrays = run_encoder(module, encode, dataset, batch_size, device, num_workers, progress, desc)
+    arrays = compute()
     _save_npz(path, arrays, {"key": key, **parts})
     return arrays
 

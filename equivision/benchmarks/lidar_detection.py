@@ -483,7 +483,8 @@ def run_detection_benchmark(cfg: DetectionConfig, progress: bool = True) -> dict
             losses = train_detector(detector, train_set, cfg, subset, device, desc=f"{init} {fraction:g}")
             dets, gts = predict(detector, val_set, cfg, device)
             metrics = evaluate_detections(dets, gts, classes, cfg.thresholds)
-            runs.append({"init": init, "fraction": fraction, "frames": len(subset), "seconds": time.perf_counter() - t0,
+            seconds = time.perf_counter() - t0
+            runs.append({"init": init, "fraction": fraction, "frames": len(subset), "seconds": seconds,
                          "first_loss": losses[0], "last_loss": losses[-1], **metrics})  # fmt: skip
     results = {
         "format": RESULTS_FORMAT,

@@ -619,3 +619,27 @@ def run_probes(names: Sequence[str], ctx: ProbeContext) -> dict[str, ProbeResult
     for fn in fns:
         results.update(fn(ctx))
     return results
+
+
+# ---------------------------------------------------------------------------- other representations
+
+# probes that read only ``ctx.train`` / ``ctx.val`` (so they can run on any representation)
+SOURCE_PROBES = ("linear", "rotation", "color", "translation")
+
+
+def run_on_source(
+    names: Sequence[str], train: FeatureSplit, val: FeatureSplit, cfg: ProbeConfig, source: str
+) -> dict[str, ProbeResult]:
+    """Run the named :data:`SOURCE_PROBES` (others in ``names`` are ignored) on a whole extra
+    representation, e.g. a method output such as EquiCaps' capsule activations. Result keys are
+    ``<probe>/<source>`` (``linear/emb_inv``, ``rotation/emb_equi``, ``translation_base/emb_equi``)
+    and every result records ``"source"``."""
+    cfg = replace(cfg, classification_parts=("full",), regression_parts=("full",))
+    ctx = ProbeContext(train, val, cfg, {"full": (0, train.dim)})
+    wanted = [n for n in SOURCE_PROBES if n in names]
+    out: dict[str, ProbeResult] = {}
+    for key, r in run_probes(wanted, ctx).items():
+        r.metrics["source"] = source
+        r.metrics.pop("part", None)
+        out[f"{key.split('/')[0]}/{source}"] = r
+    return out

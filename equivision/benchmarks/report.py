@@ -134,6 +134,112 @@ def compare_table(results_list: Sequence[dict[str, Any]], names: Sequence[str] |
     return "\n".join(lines) + "\n"
 
 
+# ---------------------------------------------------------------------------- headline numbers
+
+
+def pick_metric(doc: dict[str, Any], probes: Sequence[str], metric: str) -> tuple[str, float] | None:
+    """``(probe, value)`` of the first probe in ``probes`` whose result in ``doc`` has a finite
+    ``metric``; None if none has. Lets one list of preferences serve every method, e.g.
+    ``("linear_agg_M3", "linear/full")``: seq-JEPA's aggregate where it exists, else the encoder output."""
+    for probe in probes:
+        v = doc["probes"].get(probe, {}).get(metric)
+        if v is not None and np.isfinite(float(v)):
+            return probe, float(v)
+    return None
+
+
+# (title, probe preferences, metric, scale, decimals) of the summary table; a column that no
+# document has is left out (translation on data without translations)
+SUMMARY_COLUMNS: list[tuple[str, tuple[str, ...], str, float, int]] = [
+    ("rotation R² (global)", ("rotation/full",), "r2_global", 1.0, 3),
+    ("rotation R² (per-output)", ("rotation/full",), "r2_per_output", 1.0, 3),
+    ("colour R² (global)", ("color/full",), "r2_global", 1.0, 3),
+    ("translation R² object frame", ("translation_object/full",), "r2_global", 1.0, 3),
+    ("translation R² base frame", ("translation_base/full",), "r2_global", 1.0, 3),
+]
+
+
+def summary_table(
+    results_list: Sequence[dict[str, Any]],
+    names: Sequence[str] | None = None,
+    top1: Sequence[str] = ("linear/full",),
+    columns: Sequence[tuple[str, tuple[str, ...], str, float, int]] = tuple(SUMMARY_COLUMNS),
+) -> str:
+    """One row per checkpoint: top-1 (first present of the ``top1`` probes, named in the row) and
+    the headline regressions. Columns absent from every document are dropped."""
+    if not results_list:
+        raise ValueError("summary_table needs at least one results document")
+    names = list(names) if names is not None else [d.get("name", f"#{i}") for i, d in enumerate(results_list)]
+    if len(names) != len(results_list):
+        raise ValueError(f"{len(names)} names for {len(results_list)} results documents")
+    cols = [c for c in columns if any(pick_metric(d, c[1], c[2]) for d in results_list)]
+    lines = [
+        "| method | top-1 % | top-1 probe | " + " | ".join(c[0] for c in cols) + " |",
+        "|---|---|---|" + "---|" * len(cols),
+    ]
+    for name, doc in zip(names, results_list, strict=True):
+        t = pick_metric(doc, top1, "top1")
+        cells = [_fmt(t[1], 100.0, 2) if t else "–", t[0] if t else "–"]
+        for _, probes, metric, scale, dec in cols:
+            v = pick_metric(doc, probes, metric)
+            cells.append(_fmt(v[1], scale, dec) if v else "–")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def scatter_points(
+    results_list: Sequence[dict[str, Any]],
+    names: Sequence[str],
+    x: Sequence[str] = ("rotation/full",),
+    x_metric: str = "r2_global",
+    y: Sequence[str] = ("linear/full",),
+    y_metric: str = "top1",
+) -> list[dict[str, Any]]:
+    """One point per document that has both coordinates (first present probe of ``x`` / ``y``):
+    ``{"name", "x", "y", "x_probe", "y_probe"}``; documents missing one are left out."""
+    pts = []
+    for name, doc in zip(names, results_list, strict=True):
+        px, py = pick_metric(doc, x, x_metric), pick_metric(doc, y, y_metric)
+        if px and py:
+            pts.append({"name": name, "x": px[1], "y": py[1], "x_probe": px[0], "y_probe": py[0]})
+    return pts
+
+
+def plot_invariance_equivariance(
+    points: Sequence[dict[str, Any]],
+    path: str | os.PathLike,
+    xlabel: str = "rotation R² (global)",
+    ylabel: str = "top-1 %",
+    y_scale: float = 100.0,
+    title: str = "invariance vs equivariance",
+) -> Path:
+    """The papers' scatter: x = equivariance (rotation R²), y = invariance (top-1), one labelled
+    point per method (the label names the probe when it is not the same for every point)."""
+    if not points:
+        raise ValueError("no points to plot (no results document has both coordinates)")
+    same_y = len({p["y_probe"] for p in points}) == 1
+    fig = _figure(5.5, 4.5)
+    ax = fig.subplots()
+    for i, p in enumerate(points):
+        yv = p["y"] * y_scale
+        ax.scatter([p["x"]], [yv], s=50, color=f"C{i % 10}", zorder=3)
+        label = p["name"] if same_y else f"{p['name']} ({p['y_probe']})"
+        ax.annotate(label, (p["x"], yv), textcoords="offset points", xytext=(6, 4), fontsize=8)
+    xs = [p["x"] for p in points]
+    ys = [p["y"] * y_scale for p in points]
+    pad_x = max(0.05, 0.15 * (max(xs) - min(xs)))
+    pad_y = max(2.0, 0.15 * (max(ys) - min(ys)))
+    ax.set(
+        xlim=(min(xs) - pad_x, max(xs) + 3 * pad_x),
+        ylim=(min(ys) - pad_y, max(ys) + pad_y),
+        xlabel=xlabel,
+        ylabel=ylabel + ("" if not same_y else f" ({points[0]['y_probe']})"),
+    )
+    ax.grid(True, alpha=0.3)
+    ax.set_title(title)
+    return _save(fig, Path(path))
+
+
 # ---------------------------------------------------------------------------- plots
 
 

@@ -15,6 +15,15 @@ L2-normalised with ``+1e-8`` as officially.
 
 Similarities are computed in chunks (``query_chunk × bank_chunk`` floats at a time), so memory
 stays bounded for the full 2.1 M-image training split.
+
+**Bank for methods with an EMA target encoder** (seq-JEPA): their predictor is trained to output
+the *target* encoder's embedding of the next view, while ``emb_equi`` is the online encoder's.
+Ranking predictions among online embeddings would measure the gap between the two encoders, so
+for a method with a ``target_encoder`` the bank (the V views for MRR/H@k and the whole split for
+PRE) holds the target encoder's outputs; the queries still start from the online ``emb_equi`` of
+view 0, as in training. ``metrics["bank"]`` says which (``"emb_equi"`` or ``"target_repr"``).
+seq-JEPA's ``predict`` treats view 0 as a one-view sequence (``M = 1``), whatever ``seq_len`` it
+was trained with.
 """
 
 from __future__ import annotations
@@ -28,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from equivision.benchmarks.features import CheckpointError, cached_encode, sha256_file
+from equivision.benchmarks.features import CheckpointError, sha256_file
 
 PredictFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 HIT_KS = (1, 2, 5, 10)
@@ -179,37 +188,50 @@ def method_retrieval(
     bank_chunk: int = 65536,
     num_workers: int = 0,
     progress: bool = True,
+    loaded: tuple[nn.Module, dict[str, Any]] | None = None,
 ) -> dict[str, tuple[dict[str, Any], dict[str, Any]]]:
     """PRE and MRR/H@k of a run's predictor on each dataset in ``datasets`` (split name → views
     dataset, retrieval within that split). Returns ``{split: (metrics, artifacts)}``, or
-    ``{"": ({"skipped": reason}, {})}`` when the method has no predictor."""
-    method, info = load_method_checkpoint(run_dir)
+    ``{"": ({"skipped": reason}, {})}`` when the method has no predictor. ``loaded``: the
+    ``(method, info)`` of :func:`load_method_checkpoint` when the caller already has it.
+    The bank is the target encoder's output for methods that have one (module docstring)."""
+    from equivision.benchmarks.method_features import has_output, method_outputs
+
+    method, info = loaded if loaded is not None else load_method_checkpoint(run_dir)
     if not has_predictor(method):
         return {"": ({"skipped": f"method {info['method']!r} has no predictor (predict/embed)"}, {})}
     device = torch.device(device)
     method.to(device)
-
-    def encode(images: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {"emb_equi": method.embed(images)["emb_equi"]}
+    bank_key = "target_repr" if has_output(method, "target_repr") else "emb_equi"
 
     out = {}
     for split, ds in datasets.items():
-        arrays = cached_encode(
+        arrays = method_outputs(
             method,
-            encode,
+            info["sha256"],
             ds,
-            model_id=f"method-emb_equi:{info['sha256']}",
+            ["emb_equi", bank_key],
             cache_dir=cache_dir,
             batch_size=batch_size,
             device=device,
             num_workers=num_workers,
             progress=progress,
-            desc="emb_equi",
         )
         emb = torch.from_numpy(arrays["emb_equi"]).to(device)
+        bank = torch.from_numpy(arrays[bank_key]).to(device)
         lat = torch.from_numpy(arrays["latents"]).to(device)
         queries = predict_from_view0(method.predict, emb, lat, predict_batch)
-        metrics, artifacts = retrieval_metrics(queries, emb, lat, HIT_KS, query_chunk, bank_chunk)
-        metrics.update(method=info["method"], last_pt_sha256=info["sha256"], views_per_object=emb.shape[1])
+        if queries.shape[-1] != bank.shape[-1]:
+            raise CheckpointError(
+                f"method {info['method']!r}: predictions have {queries.shape[-1]} values but the "
+                f"{bank_key} bank has {bank.shape[-1]}"
+            )
+        metrics, artifacts = retrieval_metrics(queries, bank, lat, HIT_KS, query_chunk, bank_chunk)
+        metrics.update(
+            method=info["method"],
+            last_pt_sha256=info["sha256"],
+            views_per_object=emb.shape[1],
+            bank=bank_key,
+        )
         out[split] = (metrics, artifacts)
     return out

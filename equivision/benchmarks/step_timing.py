@@ -5,14 +5,16 @@ Used by ``equivision bench train`` and ``bench loader`` (see :mod:`equivision.be
 * :func:`synthetic_batch` makes a batch of the shape the pretraining loop feeds a method: images
   ``(B, k, 3, H, W)`` (standard normal, i.e. already normalised), latents ``(B, k, L)`` drawn
   uniformly in the 3DIEBench ranges (so Euler angles and hues are valid), labels ``(B,)``.
-* :func:`record_backbone_calls` runs one forward + backward of the method with a pre-hook on
-  ``method.backbone`` and returns the input shape of every backbone call (SIE: two ``(B, 3, H, W)``
-  calls; a method that concatenates k views: one ``(k·B, 3, H, W)`` call). Only the online
-  ``method.backbone`` is counted: another encoder (e.g. an EMA teacher) counts as method cost.
+* :func:`record_backbone_calls` runs one forward + backward of the method with pre-hooks on
+  ``method.backbone`` (and its modules, for a method that enters it below ``forward``) and returns
+  the input shape of every backbone call (SIE: two ``(B, 3, H, W)`` calls; a method that
+  concatenates k views: one ``(k·B, 3, H, W)`` call). Only the online ``method.backbone`` is
+  counted: another encoder (e.g. seq-JEPA's EMA target) counts as method cost.
 * :func:`time_steps` times, alternating the order every step, (a) the **baseline**: the backbone
   alone called on fresh tensors of exactly those shapes, the mean square of its features as loss,
   backward and an Adam step over the backbone's parameters; (b) the **full step**: the method's
-  loss, backward and an Adam step over all its parameters. Same autocast, memory format and
+  loss, backward, an Adam step over all its parameters and ``method.on_after_step`` if the method
+  has one (as the pretraining loop calls it, e.g. an EMA update). Same autocast, memory format and
   optimiser (``equivision.ssl.optim`` with the pretraining defaults) in both. Each step is cut in
   forward / backward / optimiser phases by CUDA events (no extra host syncs) or ``perf_counter``
   on the CPU; one ``torch.cuda.synchronize`` ends each step.
@@ -120,31 +122,50 @@ def synthetic_batch(
 class BackboneCall:
     shape: tuple[int, ...]
     dtype: torch.dtype
+    entry: str = ""  # the module that saw the images: "" for method.backbone itself
 
 
 def record_backbone_calls(
     method: nn.Module, batch: Mapping[str, torch.Tensor], runtime: Runtime
 ) -> list[BackboneCall]:
     """Input shape and dtype of every ``method.backbone`` call during one forward + backward of the
-    method (gradients are cleared afterwards). Raises ``ValueError`` if the backbone is never called."""
-    calls: list[BackboneCall] = []
+    method (gradients are cleared afterwards).
 
-    def hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
-        x = next((a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)), None)
-        if x is not None:
-            calls.append(BackboneCall(tuple(x.shape), x.dtype))
+    Every module of the backbone is hooked and the calls of the shallowest one that ran are kept, so
+    a method that enters the backbone below its ``forward`` (e.g. ``backbone.model.forward_features``)
+    is counted at the first module that sees the images. Raises ``ValueError`` if none ran.
+    """
+    seen: list[tuple[int, BackboneCall]] = []
 
-    handle = method.backbone.register_forward_pre_hook(hook, with_kwargs=True)
+    def hook_for(name: str) -> Callable[..., None]:
+        depth = name.count(".") + 1 if name else 0
+
+        def hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
+            x = next((a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)), None)
+            if x is not None:
+                seen.append((depth, BackboneCall(tuple(x.shape), x.dtype, name)))
+
+        return hook
+
+    handles = [
+        m.register_forward_pre_hook(hook_for(name), with_kwargs=True)
+        for name, m in method.backbone.named_modules()
+    ]
     try:
         with runtime.autocast():
             loss = method(batch)["loss"]
         loss.backward()
     finally:
-        handle.remove()
+        for h in handles:
+            h.remove()
         method.zero_grad(set_to_none=True)
-    if not calls:
-        raise ValueError(f"{type(method).__name__} never called method.backbone during a training step")
-    return calls
+    if not seen:
+        raise ValueError(
+            f"{type(method).__name__} never called method.backbone (nor any of its modules) "
+            "during a training step"
+        )
+    top = min(d for d, _ in seen)
+    return [c for d, c in seen if d == top]
 
 
 def backbone_images(calls: list[BackboneCall]) -> int:
@@ -179,9 +200,13 @@ class PhaseClock:
 
 
 def _step(
-    forward: Callable[[], torch.Tensor], optimizer: torch.optim.Optimizer, runtime: Runtime
+    forward: Callable[[], torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    runtime: Runtime,
+    after_step: Callable[[], Any] | None = None,
 ) -> list[float]:
-    """One timed training step: forward (under autocast), backward, optimiser; phase seconds."""
+    """One timed training step: forward (under autocast), backward, optimiser (+ ``after_step``, the
+    method's post-step hook, e.g. an EMA update); phase seconds."""
     runtime.synchronize()
     clock = PhaseClock(runtime)
     clock.mark()
@@ -192,6 +217,8 @@ def _step(
     loss.backward()
     clock.mark()
     optimizer.step()
+    if after_step is not None:
+        after_step()
     clock.mark()
     return clock.durations()
 
@@ -239,7 +266,8 @@ def time_steps(
     calls: list[BackboneCall] | None = None,
 ) -> tuple[StepTimes, list[BackboneCall]]:
     """Time ``steps`` baseline and full steps (after ``warmup`` untimed ones of each), alternating
-    which one goes first every step so that a drift in machine load hits both alike.
+    which one goes first every step so that a drift in machine load hits both alike. The full step
+    ends with ``method.on_after_step(step, total_steps)`` when the method has it (as in pretraining).
 
     ``method`` must be in train mode on ``runtime.device``; ``optimizer_factory(params)`` defaults
     to the pretraining default optimiser (Adam, lr 1e-3, weight decay 1e-6).
@@ -258,11 +286,22 @@ def time_steps(
     def run_baseline() -> list[float]:
         return _step(lambda: _features_loss(backbone, inputs), opt_backbone, runtime)
 
+    hook = getattr(method, "on_after_step", None)  # what the pretraining loop calls after each step
+    total = warmup + steps
+    done = 0
+
+    def after_full() -> None:
+        nonlocal done
+        done += 1
+        hook(done, total)
+
     def run_full() -> list[float]:
-        return _step(lambda: method(batch)["loss"], opt_full, runtime)
+        return _step(
+            lambda: method(batch)["loss"], opt_full, runtime, after_full if hook is not None else None
+        )
 
     times = StepTimes()
-    for i in range(warmup + steps):
+    for i in range(total):
         order = ((run_baseline, times.baseline), (run_full, times.full))
         for fn, sink in order if i % 2 == 0 else order[::-1]:
             t = fn()

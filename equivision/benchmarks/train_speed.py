@@ -142,8 +142,13 @@ def bench_train(
     )
 
     runtime = resolve_runtime(device, precision, channels_last)
+    if runtime.device.type == "cuda":
+        import torch
+
+        torch.backends.cudnn.benchmark = True  # as the pretraining loop (unless deterministic)
     if model is None:
         model = build_bench_method(method, backbone, low_res_stem, list(overrides), runtime, seed)
+    backbone = getattr(model.backbone, "name", backbone)
     batch = synthetic_batch(batch_size, views, image_size, runtime, latent_size=latent_size, seed=seed)
     load_before = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     times, calls = time_steps(model, batch, runtime, steps=steps, warmup=warmup)
@@ -153,6 +158,7 @@ def bench_train(
     n_loaded = batch_size * views
     n_params = sum(p.numel() for p in model.parameters())
     n_backbone_params = sum(p.numel() for p in model.backbone.parameters())
+    n_frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)  # e.g. an EMA target
     overhead = t_full / t_base - 1.0
     return {
         "benchmark": "train",
@@ -171,8 +177,14 @@ def bench_train(
             "precision": "bf16" if runtime.bf16 else "fp32",
             "channels_last": runtime.channels_last,
         },
-        "parameters": {"backbone": n_backbone_params, "ssl": n_params - n_backbone_params, "total": n_params},
+        "parameters": {  # ssl: trainable parameters outside the backbone
+            "backbone": n_backbone_params,
+            "ssl": n_params - n_backbone_params - n_frozen,
+            "frozen": n_frozen,
+            "total": n_params,
+        },
         "backbone_calls": [list(c.shape) for c in calls],
+        "backbone_entry": sorted({c.entry for c in calls}),  # [""]: method.backbone itself
         "backbone_images_per_step": n_backbone,
         "images_per_step": n_loaded,
         "seconds": med,
@@ -392,7 +404,10 @@ class LoaderBench:
         )
         p.add_argument("--batches", type=int, default=20, help="timed batches per worker count")
         p.add_argument(
-            "--warmup-batches", type=int, default=None, help="untimed batches first (None: 2 x workers + 1, the batches in flight at start)"
+            "--warmup-batches",
+            type=int,
+            default=None,
+            help="untimed batches first (None: 2 x workers + 1)",
         )
         _add_step_arguments(p, "registered SSL method whose training step is the consumption baseline")
         p.add_argument("--out", default="bench_loader.json")

@@ -25,12 +25,10 @@ import hashlib
 import http.client
 import os
 import re
-import socket
 import sys
 import urllib.error
 import urllib.request
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -133,7 +131,7 @@ def verify_file(path: str | os.PathLike, sha256: str | None, *, what: str = "") 
     prefix = hash_in_name(path.name)
     if prefix is not None and not digest.startswith(prefix):
         raise HashMismatchError(
-            f"{label}{path}: its name says sha256 {prefix}…, the file has {digest[:len(prefix)]}…"
+            f"{label}{path}: its name says sha256 {prefix}…, the file has {digest[: len(prefix)]}…"
         )
     if sha256 is None and prefix is None:
         warnings.warn(
@@ -198,7 +196,7 @@ def _open(url: str, start: int, timeout: float) -> http.client.HTTPResponse:
     except urllib.error.HTTPError as e:
         if e.code == 404:
             raise NotFoundError(f"{url}: not found (HTTP 404); the release may have moved") from None
-        if e.code == 416:
+        if e.code == 416 and start:  # the caller restarts from zero
             raise
         raise DownloadError(f"{url}: HTTP {e.code} {e.reason}") from None
     except (urllib.error.URLError, OSError) as e:
@@ -232,12 +230,12 @@ def _transfer(url: str, part: Path, *, progress: bool, timeout: float) -> None:
                 while True:
                     try:
                         block = resp.read(CHUNK)
-                    except (http.client.IncompleteRead, OSError, socket.timeout) as e:
+                    except (TimeoutError, http.client.IncompleteRead, OSError) as e:
                         f.flush()
                         raise IncompleteDownloadError(
-                            f"{url}: transfer interrupted after {done + len(getattr(e, 'partial', b''))} of "
-                            f"{total if total is not None else '?'} bytes ({type(e).__name__}); the partial file "
-                            f"{part} is kept and the next call resumes it"
+                            f"{url}: transfer interrupted after {done + len(getattr(e, 'partial', b''))}"
+                            f" of {total if total is not None else '?'} bytes ({type(e).__name__}); the "
+                            f"partial file {part} is kept and the next call resumes it"
                         ) from None
                     if not block:
                         break
@@ -250,7 +248,8 @@ def _transfer(url: str, part: Path, *, progress: bool, timeout: float) -> None:
                 bar.close()
     if total is not None and done != total:
         raise IncompleteDownloadError(
-            f"{url}: got {done} of {total} bytes; the partial file {part} is kept and the next call resumes it"
+            f"{url}: got {done} of {total} bytes; the partial file {part} is kept and the next call "
+            "resumes it"
         )
 
 
@@ -279,9 +278,11 @@ def hf_download(
     sha256: str | None = None,
     cache_dir: str | os.PathLike | None = None,
     offline: bool | None = None,
+    check: bool = True,
 ) -> Path:
     """``hf_hub_download`` with the cache and offline flag read now, clear errors, and the sha256
-    check. ``revision``: a commit hash pins the file; ``None`` means ``main``."""
+    check (``check=False``: no check and no warning, for small metadata files such as ``config.json``
+    whose content is checked otherwise). ``revision``: a commit hash pins the file; ``None``: ``main``."""
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import (
         EntryNotFoundError,
@@ -311,7 +312,8 @@ def hf_download(
         raise NotFoundError(f"{where}: not found on the Hugging Face Hub ({type(e).__name__})") from None
     except OSError as e:  # connection errors surface as requests/httpx OSErrors
         raise NetworkError(f"cannot download {where}: {e}") from None
-    verify_file(path, sha256, what=where)
+    if check:
+        verify_file(path, sha256, what=where)
     return Path(path)
 
 
@@ -354,12 +356,9 @@ def fetch(
     filename = hf_filename or src.filename
     if not filename:
         raise DownloadError(
-            f"{record.name}: the file name inside https://huggingface.co/{src.repo} is not recorded yet; pass "
-            "--hf-file NAME (hf_filename=...) after looking at the repo's file list, or --file PATH"
+            f"{record.name}: the file name inside https://huggingface.co/{src.repo} is not recorded yet; "
+            "pass --hf-file NAME (hf_filename=...) after looking at the repo's file list, or --file PATH"
         )
     return hf_download(
         src.repo, filename, revision=revision or src.revision, sha256=record.sha256, cache_dir=cache_dir
     )
-
-
-ProgressFn = Callable[[int, int | None], None]

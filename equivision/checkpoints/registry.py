@@ -120,7 +120,7 @@ class CheckpointRecord:
     def __post_init__(self) -> None:
         if not self.name.isidentifier():
             raise ValueError(
-                f"checkpoint name {self.name!r} must be a Python identifier (it becomes a torch.hub entry point)"
+                f"checkpoint name {self.name!r} must be a Python identifier (it is a torch.hub entry point)"
             )
         if self.sha256 is not None and not re.fullmatch(r"[0-9a-f]{64}", self.sha256):
             raise ValueError(f"{self.name}: sha256 must be 64 lowercase hex digits, got {self.sha256!r}")
@@ -198,8 +198,13 @@ def records(names: Iterable[str] | None = None) -> list[CheckpointRecord]:
 # AberdeenML/EquiCaps README "Pretrained Models" (reference note §6.5); keys: backbone.* (SIE ResNet),
 # projector.*, evaluator.* (online heads, dropped); {"model": sd} or a bare DDP state dict.
 
-_EQUICAPS_PAPER = "Konstantinou et al., EquiCaps: Predictor-Free Pose-Aware Pre-Trained Capsule Networks, ICCV 2025 (arXiv:2506.09895)"
-_EQUICAPS_LICENSE = "GPL-3.0 (repository licence; the weights carry no separate licence; 3DIEBench-T data CC-BY-NC-4.0)"
+_EQUICAPS_PAPER = (
+    "Konstantinou et al., EquiCaps: Predictor-Free Pose-Aware Pre-Trained Capsule Networks, ICCV 2025 "
+    "(arXiv:2506.09895)"
+)
+_EQUICAPS_LICENSE = (
+    "GPL-3.0 (repository licence; the weights carry no separate licence; 3DIEBench-T data CC-BY-NC-4.0)"
+)
 _EQUICAPS_URL = "https://github.com/AberdeenML/EquiCaps/releases/download/v1.0-ckpts/"
 _EQUICAPS_CLS = (
     "linear 512->55 on the 512-d average-pooled backbone representation, 300 epochs, Adam lr 1e-3, "
@@ -390,16 +395,16 @@ register(
         converter="seqjepa_pls",
         paper=_SEQJEPA_PAPER,
         license=_SEQJEPA_LICENSE,
-        epochs=2000,
+        epochs=None,
         input_size=32,
         mean=IMAGENET_MEAN,
         std=IMAGENET_STD,
         method_config=None,
         notes=(
             "Predictive learning across saccades (main_pls.py): 32-px foveal glimpses of 96-px STL10 images, "
-            "M_train = 4. The encoder is the CIFAR-style ResNet-18 (--cifar-resnet: 3x3/1 conv1, no max-pool) "
-            "= our resnet18 with low_res_stem=True. Only the backbone is converted (the PLS model is not "
-            "implemented here).",
+            "M_train = 4. The encoder is the CIFAR-style ResNet-18 (--cifar-resnet: 3x3/1 conv1, no "
+            "max-pool) = our resnet18 with low_res_stem=True. Only the backbone is converted (the PLS "
+            "model is not implemented here).",
             "Normalisation of the STL10 glimpses not checked (ImageNet statistics assumed).",
             _SEQJEPA_UNVERIFIED,
         ),
@@ -411,7 +416,10 @@ register(
 # torch.load(...)["model_state_dict"] into I2S(num_classes=12, encoder=...). Listed so that they can be
 # found; no converter until the pose head lands (converter=None: `load` explains).
 
-_I2S_PAPER = "Klee, Biza, Platt, Walters, Image to Sphere: Learning Equivariant Features for Efficient Pose Prediction, ICLR 2023"
+_I2S_PAPER = (
+    "Klee, Biza, Platt, Walters, Image to Sphere: Learning Equivariant Features for Efficient Pose "
+    "Prediction, ICLR 2023"
+)
 _I2S_NOTE = (
     "Google Drive needs a browser for large files: download by hand and pass --file PATH. No converter yet "
     "(it comes with the Image2Sphere pose head)."
@@ -423,7 +431,9 @@ register(
         backbone="resnet101",
         data="PASCAL3D+",
         source=Source(
-            "manual", url="https://drive.google.com/file/d/1dWlvGp1QY3esAqZgOnPikR6TpJmBUngd/view", verified=False
+            "manual",
+            url="https://drive.google.com/file/d/1dWlvGp1QY3esAqZgOnPikR6TpJmBUngd/view",
+            verified=False,
         ),
         converter=None,
         paper=_I2S_PAPER,
@@ -432,7 +442,12 @@ register(
         mean=IMAGENET_MEAN,
         std=IMAGENET_STD,
         results=(
-            Result("median_error_deg", 9.6, "median geodesic error (degrees), PASCAL3D+ test", "image2sphere README"),
+            Result(
+                "median_error_deg",
+                9.6,
+                "median geodesic error (degrees), PASCAL3D+ test",
+                "image2sphere README",
+            ),
         ),
         notes=(_I2S_NOTE,),
     )
@@ -444,7 +459,9 @@ register(
         backbone="resnet50",
         data="ModelNet10-SO(3)",
         source=Source(
-            "manual", url="https://drive.google.com/file/d/1wihL8AGfyrfDjp1mRjqkpvunMGfztSUa/view", verified=False
+            "manual",
+            url="https://drive.google.com/file/d/1wihL8AGfyrfDjp1mRjqkpvunMGfztSUa/view",
+            verified=False,
         ),
         converter=None,
         paper=_I2S_PAPER,
@@ -452,7 +469,11 @@ register(
         input_size=224,
         mean=IMAGENET_MEAN,
         std=IMAGENET_STD,
-        results=(Result("acc15", 0.721, "accuracy at 15° geodesic error, ModelNet10-SO(3) test", "image2sphere README"),),
+        results=(
+            Result(
+                "acc15", 0.721, "accuracy at 15° geodesic error, ModelNet10-SO(3) test", "image2sphere README"
+            ),
+        ),
         notes=(_I2S_NOTE,),
     )
 )

@@ -425,7 +425,7 @@ def add_lidar_parser(sub) -> None:
 
     p = sub.add_parser(
         "lidar",
-        help="render LiDAR sequences (KITTI-style velodyne/*.bin, label_2, calib + flow/instance/semantic .npy)",
+        help="render LiDAR sequences (KITTI-style velodyne/*.bin, label_2, calib; flow, instance, semantic)",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--out", required=True, help="output folder (re-run the same command to resume)")

@@ -185,15 +185,17 @@ class CapsuleProjector(nn.Module):
         self.conv_pose = nn.Conv2d(in_channels, k * c, kernel_size=3, stride=1, padding=1, bias=False)
         self.bn_a = nn.BatchNorm2d(k)
         self.bn_pose = nn.BatchNorm2d(k * c)
-        self.fc = SelfRouting2d(k, k, c, c, kernel_size=map_size, padding=0, pose_out=True, checkpoint=checkpoint)
+        self.fc = SelfRouting2d(
+            k, k, c, c, kernel_size=map_size, padding=0, pose_out=True, checkpoint=checkpoint
+        )
 
     def primary_capsules(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(b, in_channels, h, w)`` -> activations ``(b, K, h, w)`` in (0, 1), poses ``(b, K·C, h, w)``."""
         if x.ndim != 4 or x.shape[1] != self.in_channels or x.shape[-2:] != (self.map_size, self.map_size):
             raise ValueError(
-                f"the capsule projector was built for a ({self.in_channels}, {self.map_size}, {self.map_size}) "
-                f"feature map, got shape {tuple(x.shape)}; set the method's map_size to the backbone's "
-                "output size (sie_resnet18: image_size // 32, with low_res_stem image_size // 8)"
+                f"the capsule projector was built for a ({self.in_channels}, {self.map_size}, "
+                f"{self.map_size}) feature map, got shape {tuple(x.shape)}; set the method's map_size to "
+                "the backbone's output side (sie_resnet18: image_size // 32; low_res_stem: // 8)"
             )
         return torch.sigmoid(self.bn_a(self.conv_a(x))), self.bn_pose(self.conv_pose(x))
 

@@ -101,7 +101,9 @@ POSES: dict[str, PoseKind] = {
 FRAMES = ("object", "base")
 
 
-def relative_transform(lat_a: torch.Tensor, lat_b: torch.Tensor, pose: str = "3x3", frame: str = "object"):
+def relative_transform(
+    lat_a: torch.Tensor, lat_b: torch.Tensor, pose: str = "3x3", frame: str = "object"
+) -> torch.Tensor:
     """The transform ``M`` (..., n, n) taking view a's poses to view b's: ``R_aᵀR_b`` for ``"3x3"``,
     ``inv(M_a)·M_b`` (object or base frame, 10-value latents) for ``"4x4"``. Computed in float64,
     returned as float32 on the latents' device."""
@@ -208,7 +210,14 @@ def equicaps_loss(
         cov = covariance_loss(zx) + covariance_loss(zy)
         memax = mean_entropy_loss(a_x) + mean_entropy_loss(a_y)
         loss = sim_coeff * inv + equi_factor * equi + std_coeff * std + memax_coeff * memax + cov_coeff * cov
-    return {"loss": loss, "inv_loss": inv, "equi_loss": equi, "std_loss": std, "cov_loss": cov, "memax_loss": memax}
+    return {
+        "loss": loss,
+        "inv_loss": inv,
+        "equi_loss": equi,
+        "std_loss": std,
+        "cov_loss": cov,
+        "memax_loss": memax,
+    }
 
 
 # --------------------------------------------------------------------------- the method
@@ -223,7 +232,9 @@ class EquiCaps(Method):
 
     def __init__(self, backbone: Backbone, cfg: EquiCapsConfig | Mapping | None = None) -> None:
         if not hasattr(backbone, "spatial"):
-            raise TypeError(f"EquiCaps needs an equivision Backbone with a 'spatial' switch, got {type(backbone)}")
+            raise TypeError(
+                f"EquiCaps needs an equivision Backbone with a 'spatial' switch, got {type(backbone)}"
+            )
         was_spatial = backbone.spatial
         backbone.spatial = False  # the Method base refuses spatial backbones; EquiCaps pools the map itself
         try:
@@ -240,7 +251,9 @@ class EquiCaps(Method):
                 "to condition on rotation + translation"
             )
         if c.num_caps < 2 or c.map_size < 1:
-            raise ValueError(f"EquiCaps needs num_caps >= 2 and map_size >= 1, got {c.num_caps} and {c.map_size}")
+            raise ValueError(
+                f"EquiCaps needs num_caps >= 2 and map_size >= 1, got {c.num_caps} and {c.map_size}"
+            )
         self.projector = CapsuleProjector(
             self.repr_dim, c.num_caps, self.pose_kind.side**2, c.map_size, checkpoint=c.activation_checkpoint
         )
@@ -251,7 +264,7 @@ class EquiCaps(Method):
         return self.pose_kind.side
 
     def relative_transform(self, latents_a: torch.Tensor, latents_b: torch.Tensor) -> torch.Tensor:
-        """``(B, n, n)`` float32 transform taking view a's poses to view b's (see :func:`relative_transform`)."""
+        """``(B, n, n)`` float32 transform from view a's poses to view b's (:func:`relative_transform`)."""
         return relative_transform(latents_a, latents_b, self.cfg.pose, self.cfg.frame)
 
     def capsules(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

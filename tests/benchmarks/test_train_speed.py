@@ -3,6 +3,7 @@ arithmetic, the loader on a tiny rendered dataset, and CLI errors. Tiny sizes (1
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from dataclasses import dataclass
@@ -21,10 +22,10 @@ from equivision.benchmarks.step_timing import (
     synthetic_batch,
     time_steps,
 )
-from equivision.benchmarks.train_speed import bench_loader, loader_report
+from equivision.benchmarks.train_speed import bench_loader, bench_train, loader_report
 from equivision.cli import main
 from equivision.data.schema import LATENT_RANGES, latent_names
-from equivision.ssl.registry import Method, build_method
+from equivision.ssl.registry import METHODS, Method, build_method
 
 CPU = resolve_runtime("cpu", "fp32", "false")
 TINY_SIE = {"mlp": "32-32", "equi_dims": 256}  # resnet18: 512-d, split 256/256, 16-16 projectors
@@ -139,6 +140,37 @@ def test_time_steps_runs_baseline_on_the_recorded_calls_only():
         time_steps(m, synthetic_batch(4, 3, 8, CPU), CPU, steps=0)
 
 
+class EntersBelowForward(AllViewsConcat):
+    """Uses the backbone's conv directly (like ``backbone.model.forward_features``), never its forward."""
+
+    def forward(self, batch):
+        self.forward_calls += 1
+        x, y = self.two_views(batch)
+        feats = [self.backbone.conv(v).mean(dim=(2, 3)) for v in (x, y)]
+        return {"loss": sum(self.head(f).pow(2).mean() for f in feats)}
+
+
+def test_backbone_entered_below_forward_is_counted_at_its_first_module():
+    m = EntersBelowForward(TinyBackbone()).train()
+    calls = record_backbone_calls(m, synthetic_batch(4, 3, 8, CPU), CPU)
+    assert [(c.shape, c.entry) for c in calls] == [((4, 3, 8, 8), "conv")] * 2
+
+
+class WithAfterStep(AllViewsConcat):
+    def __init__(self, backbone: Backbone) -> None:
+        super().__init__(backbone)
+        self.after: list[tuple[int, int]] = []
+
+    def on_after_step(self, step: int, total_steps: int) -> None:
+        self.after.append((step, total_steps))
+
+
+def test_full_step_calls_the_methods_after_step_hook_like_the_trainer():
+    m = WithAfterStep(TinyBackbone()).train()
+    time_steps(m, synthetic_batch(4, 2, 8, CPU), CPU, steps=3, warmup=1)
+    assert m.after == [(1, 4), (2, 4), (3, 4), (4, 4)]  # once per full step, never in the baseline
+
+
 def test_time_steps_updates_the_head_only_in_full_steps():
     m = AllViewsConcat(TinyBackbone()).train()
     head0 = m.head.weight.detach().clone()
@@ -189,11 +221,39 @@ def test_bench_train_cli_writes_the_report(tmp_path, capsys):
     _check_train_report(r, images_per_step=12, backbone_images_per_step=8, steps=2)
     assert r["method"] == "sie" and r["overrides"] == ["mlp=32-32", "equi_dims=128"]
     assert r["runtime"] == {"device": "cpu", "precision": "fp32", "channels_last": False}
-    assert r["parameters"]["total"] == r["parameters"]["backbone"] + r["parameters"]["ssl"]
+    par = r["parameters"]
+    assert par["frozen"] == 0 and par["total"] == par["backbone"] + par["ssl"]
     # ssl parameters of SIE with a 384/128 split and 32-32 scaled projectors: 384->24->24, 128->8->8, 8x8x4
     ssl = (384 * 24 + 24 + 2 * 24 + 24 * 24) + (128 * 8 + 8 + 2 * 8 + 8 * 8) + 8 * 8 * 4
     assert r["parameters"]["ssl"] == ssl
     assert "ssl_overhead" in capsys.readouterr().out
+
+
+# views each registered method passes through its online backbone (others: checked to be in 1..k)
+BACKBONE_VIEWS = {"sie": 2, "sie_rotcolor": 2, "vicreg": 2, "simclr": 2, "seqjepa": 3}
+
+
+def _tiny_method_setup(name: str) -> tuple[dict, int]:
+    """Small config overrides and the views a batch needs, read from the method's Config fields."""
+    fields = {f.name: f.default for f in dataclasses.fields(METHODS.get(name).Config)}
+    small = {"mlp": "32-32", "pred_hidden": 32, "act_dim": 8, "map_size": 2}
+    return {k: v for k, v in small.items() if k in fields}, int(fields.get("seq_len", 1)) + 1
+
+
+@pytest.mark.parametrize("name", METHODS.names())
+def test_bench_train_runs_for_every_registered_method(name):
+    overrides, views = _tiny_method_setup(name)
+    torch.manual_seed(0)
+    model = build_method(name, build_backbone("resnet18", low_res_stem=True), overrides).train()
+    r = bench_train(
+        name, image_size=16, batch_size=4, views=views, steps=1, warmup=0, device="cpu", model=model
+    )
+    seen = r["backbone_images_per_step"]
+    assert seen == 4 * BACKBONE_VIEWS[name] if name in BACKBONE_VIEWS else 4 <= seen <= 4 * views
+    _check_train_report(r, images_per_step=4 * views, backbone_images_per_step=seen, steps=1)
+    par = r["parameters"]
+    assert par["total"] == par["backbone"] + par["ssl"] + par["frozen"] and par["ssl"] > 0
+    assert par["frozen"] == sum(p.numel() for p in model.parameters() if not p.requires_grad)
 
 
 @pytest.mark.parametrize(

@@ -55,5 +55,7 @@ def tree_bytes(root: Path) -> dict[str, bytes]:
     return {
         p.relative_to(root).as_posix(): p.read_bytes()
         for p in sorted(root.rglob("*"))
-        if p.is_file() and not p.relative_to(root).as_posix().startswith(".equivision") and p.name != "manifest.json"
+        if p.is_file()
+        and not p.relative_to(root).as_posix().startswith(".equivision")
+        and p.name != "manifest.json"
     }

@@ -10,7 +10,13 @@ import pytest
 import torch
 from _lidar_fakes import tiny_render_config
 
-from equivision.ssl.lidar.augment import AugmentRanges, Similarity, bin_centre, rotation_bin, sample_similarity
+from equivision.ssl.lidar.augment import (
+    AugmentRanges,
+    Similarity,
+    bin_centre,
+    rotation_bin,
+    sample_similarity,
+)
 from equivision.ssl.lidar.flow import nearest_flow, warp_features
 from equivision.ssl.lidar.losses import masked_map_byol_loss, point_info_nce
 from equivision.ssl.lidar.pillars import BEVGrid, EncoderSpec, LidarEncoder, PillarNet
@@ -148,7 +154,8 @@ def tiny_scans(tmp_path_factory):
     from equivision.renderers.lidar_scene import LidarSceneSettings, LidarSensor
 
     out = tmp_path_factory.mktemp("scans")
-    cfg = tiny_render_config(out, sequences=1, sensor=LidarSensor(beams=8, azimuth_steps=128, max_range=20.0),
+    sensor = LidarSensor(beams=8, azimuth_steps=128, max_range=20.0)
+    cfg = tiny_render_config(out, sequences=1, sensor=sensor,
                              scene=LidarSceneSettings(frames=3, objects_min=4, objects_max=4, area_radius=7.0,
                                                       clear_radius=3.0))  # fmt: skip
     run_lidar_render(cfg, progress=False)
@@ -159,7 +166,8 @@ def tiny_pretrain_overrides(root, out) -> list[str]:
     return [
         f"data.root={root}", "data.split=all", "data.batch_size=2", "data.max_points=2000",
         "encoder.backbone=test_resnet", "encoder.x_range=[-8,8]", "encoder.y_range=[-8,8]",
-        "encoder.pillar_size=0.5", "encoder.pillar_channels=8", "encoder.neck_channels=16", "encoder.out_stride=2",
+        "encoder.pillar_size=0.5", "encoder.pillar_channels=8", "encoder.neck_channels=16",
+        "encoder.out_stride=2",
         "method.proj_dim=16", "method.hidden_dim=16", "method.num_points=64", "optim.lr=0.003",
         "epochs=100", "max_steps=8", "log_every=1", f"out_dir={out}", "run_name=tiny",
     ]  # fmt: skip

@@ -84,6 +84,7 @@ def test_pose_mse_after_the_transform_with_frobenius_normalisation():
     torch.testing.assert_close(moved[0, 0], torch.tensor([[0.0, 2.0], [0.0, 0.0]]))
     p_hat, p_tilde = frobenius_normalize(moved), frobenius_normalize(py)
     torch.testing.assert_close(p_hat[0, 1], torch.full((2, 2), 0.5))
+    torch.testing.assert_close(p_tilde[0, 1], torch.tensor([[0.0, 0.0], [0.0, 1.0]]))
     # capsule 0: P̂ = P̃ = e_01; capsule 1: P̂ = 0.5 everywhere, P̃ = e_11 -> 3·0.25 + 0.25
     by_hand = (0.0 + (3 * 0.25 + 0.25)) / 8
     # variance/covariance need 2 samples: repeat the sample (the MSE is unchanged)
@@ -118,7 +119,9 @@ def test_full_loss_equals_a_hand_computation():
 
     ax, ay, PX, PY, M = (t.numpy() for t in (a_x, a_y, px, py, m))
     inv = float(np.mean([-(ay[i] * np.log(ax[i])).sum() for i in range(b)]))
-    p_hat = np.stack([[PX[i, j] @ M[i] / np.linalg.norm(PX[i, j] @ M[i]) for j in range(k)] for i in range(b)])
+    p_hat = np.stack(
+        [[PX[i, j] @ M[i] / np.linalg.norm(PX[i, j] @ M[i]) for j in range(k)] for i in range(b)]
+    )
     p_tilde = np.stack([[PY[i, j] / np.linalg.norm(PY[i, j]) for j in range(k)] for i in range(b)])
     equi = float(((p_hat - p_tilde) ** 2).mean())
     memax = sum(math.log(k) + float((a.mean(0) * np.log(a.mean(0))).sum()) for a in (ax, ay))
@@ -131,7 +134,9 @@ def test_full_loss_equals_a_hand_computation():
         assert out[key].item() == pytest.approx(value, rel=1e-9, abs=1e-12), key
     total = 0.1 * inv + 5 * equi + 10 * std + 1 * memax + 1 * cov
     assert out["loss"].item() == pytest.approx(total, rel=1e-9)
-    weighted = equicaps_loss(a_x, px, a_y, py, m, sim_coeff=1, equi_factor=2, std_coeff=3, cov_coeff=4, memax_coeff=5)
+    weighted = equicaps_loss(
+        a_x, px, a_y, py, m, sim_coeff=1, equi_factor=2, std_coeff=3, cov_coeff=4, memax_coeff=5
+    )
     assert weighted["loss"].item() == pytest.approx(inv + 2 * equi + 3 * std + 4 * cov + 5 * memax, rel=1e-9)
 
 
@@ -234,7 +239,9 @@ def test_forward_is_the_loss_of_the_capsules():
     out = m(batch)
     _, ax, px = m.capsules(batch["images"][:, 0])
     _, ay, py = m.capsules(batch["images"][:, 1])
-    rel = TF.relative_rotation_matrix(batch["latents"][:, 0, :3].double(), batch["latents"][:, 1, :3].double())
+    rel = TF.relative_rotation_matrix(
+        batch["latents"][:, 0, :3].double(), batch["latents"][:, 1, :3].double()
+    )
     ref = equicaps_loss(ax, px, ay, py, rel.float())
     torch.testing.assert_close(out["loss"], ref["loss"])
 
@@ -251,17 +258,24 @@ def test_official_state_dict_layout_loads_strictly(pose):
     projector = {"projector." + k: s for k, s in OFFICIAL_PROJECTOR[int(pose[0]) ** 2].items()}
     assert set(shapes) == backbone_keys | set(projector)
     assert {k: shapes[k] for k in projector} == projector
-    for key in ("backbone.conv1.weight", "backbone.layer1.0.downsample.0.weight", "backbone.layer4.1.bn2.running_var"):
+    for key in (
+        "backbone.conv1.weight",
+        "backbone.layer1.0.downsample.0.weight",
+        "backbone.layer4.1.bn2.running_var",
+    ):
         assert key in shapes
 
-    g = torch.Generator().manual_seed(1)
-    official = {"module." + k: torch.randn(v.shape, generator=g) if v.is_floating_point() else v + 7
-                for k, v in m.state_dict().items()}  # fmt: skip
+    official = {"module." + k: v + 0.5 if v.is_floating_point() else v + 7 for k, v in m.state_dict().items()}
     official["module.evaluator.classifier_repr.weight"] = torch.zeros(55, 512)
-    converted = {k.removeprefix("module."): v for k, v in official.items() if not k.startswith("module.evaluator.")}
+    converted = {
+        k.removeprefix("module."): v for k, v in official.items() if not k.startswith("module.evaluator.")
+    }
     fresh = EquiCaps(build_backbone("sie_resnet18"), {"pose": pose})
     fresh.load_state_dict(converted, strict=True)
     torch.testing.assert_close(fresh.projector.fc.W1, official["module.projector.fc.W1"])
+    torch.testing.assert_close(
+        fresh.backbone.layer4[1].bn2.running_var, m.backbone.layer4[1].bn2.running_var + 0.5
+    )
 
 
 def test_activation_checkpointing_same_loss_and_grads():
@@ -329,7 +343,9 @@ def test_recipes(rel):
 
 
 def _overrides(root: Path, out: Path, **extra: object) -> list[str]:
-    ov = tiny_overrides(root, out, "equicaps", **{"backbone.name": "test_resnet", "method.map_size": 1, **extra})
+    ov = tiny_overrides(
+        root, out, "equicaps", **{"backbone.name": "test_resnet", "method.map_size": 1, **extra}
+    )
     return [o for o in ov if not o.startswith("method.mlp=")]
 
 
@@ -366,7 +382,11 @@ def _worker(rank: int, world: int, port: int, cfg: dict) -> None:
     from equivision.ssl.train import train
 
     os.environ.update(
-        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank)
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        WORLD_SIZE=str(world),
+        LOCAL_RANK=str(rank),
     )
     torch.set_num_threads(1)
     train(cfg)
@@ -396,6 +416,62 @@ def test_two_processes_equal_one(tmp_path: Path):
     for ra, rb in zip(steps(one), steps(two), strict=True):
         for key in ("loss", "inv_loss", "equi_loss", "std_loss", "cov_loss", "memax_loss"):
             assert rb[key] == pytest.approx(ra[key], rel=1e-5, abs=1e-6), (key, ra["step"])
-    wa, wb = load_file(one / "checkpoints/backbone.safetensors"), load_file(two / "checkpoints/backbone.safetensors")
+    wa, wb = (
+        load_file(one / "checkpoints/backbone.safetensors"),
+        load_file(two / "checkpoints/backbone.safetensors"),
+    )
     for k in wa:
         torch.testing.assert_close(wb[k], wa[k], rtol=1e-4, atol=1e-5)
+
+
+def _loss_inputs() -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(5)
+    b, k = 8, 4
+    return {
+        "a_x": torch.rand(b, k, generator=g, dtype=torch.float64).softmax(1),
+        "poses_x": torch.randn(b, k, 3, 3, generator=g, dtype=torch.float64),
+        "a_y": torch.rand(b, k, generator=g, dtype=torch.float64).softmax(1),
+        "poses_y": torch.randn(b, k, 3, 3, generator=g, dtype=torch.float64),
+        "transform": torch.randn(b, 3, 3, generator=g, dtype=torch.float64),
+    }
+
+
+def _loss_worker(rank: int, world: int, port: int, out: str) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        full = _loss_inputs()
+        n = full["a_x"].shape[0] // world
+        local = {k: v[rank * n : (rank + 1) * n].clone().requires_grad_() for k, v in full.items()}
+        terms = equicaps_loss(**local)
+        grads = torch.autograd.grad(terms["loss"], [local[k] for k in ("a_x", "poses_x", "a_y", "poses_y")])
+        torch.save(
+            {"terms": {k: v.detach() for k, v in terms.items()}, "grads": grads}, f"{out}/rank{rank}.pt"
+        )
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_distributed_loss_equals_the_global_batch_loss(tmp_path: Path):
+    """Each of 2 gloo ranks computes the loss on its half: the gathered variance/covariance and the
+    all-reduced MEMAX mean make every term equal the one-process value on the whole batch, except the
+    local means (CE, pose MSE), whose rank average is the global one; every rank's input gradient is
+    world_size x the one-process gradient of its rows (DDP then averages over the ranks)."""
+    import torch.multiprocessing as mp
+
+    mp.spawn(_loss_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    full = {k: v.requires_grad_() for k, v in _loss_inputs().items()}
+    ref = equicaps_loss(**full)
+    ref_grads = torch.autograd.grad(ref["loss"], [full[k] for k in ("a_x", "poses_x", "a_y", "poses_y")])
+    for key in ("std_loss", "cov_loss", "memax_loss"):
+        for r in ranks:
+            torch.testing.assert_close(r["terms"][key], ref[key].detach(), msg=key)
+    for key in ("inv_loss", "equi_loss", "loss"):
+        mean = (ranks[0]["terms"][key] + ranks[1]["terms"][key]) / 2
+        torch.testing.assert_close(mean, ref[key].detach(), msg=key)
+    for i, name in enumerate(("a_x", "poses_x", "a_y", "poses_y")):
+        got = torch.cat([ranks[0]["grads"][i], ranks[1]["grads"][i]]) / 2
+        torch.testing.assert_close(got, ref_grads[i], msg=name)

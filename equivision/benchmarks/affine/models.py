@@ -161,7 +161,9 @@ class Sine(nn.Module):
 class Siren(nn.Module):
     """Sine MLP ``in → hidden (× layers) → out`` with the SIREN initialisation (Sitzmann et al. 2020)."""
 
-    def __init__(self, in_features: int, out_features: int, hidden: int = 32, layers: int = 2, w0: float = 10.0):
+    def __init__(
+        self, in_features: int, out_features: int, hidden: int = 32, layers: int = 2, w0: float = 10.0
+    ):
         super().__init__()
         mods: list[nn.Module] = []
         d = in_features
@@ -215,7 +217,9 @@ class LiftingConv(nn.Module):
         w = w * torch.linalg.det(g_inv).abs()[:, None, None]  # 1 / |det g|
         w = w.view(k, self.kernel_size, self.kernel_size, self.out_ch, self.in_ch)
         w = w / math.sqrt(self.in_ch * self.kernel_size**2)
-        return w.permute(3, 0, 4, 1, 2).reshape(self.out_ch * k, self.in_ch, self.kernel_size, self.kernel_size)
+        return w.permute(3, 0, 4, 1, 2).reshape(
+            self.out_ch * k, self.in_ch, self.kernel_size, self.kernel_size
+        )
 
     def forward(self, x: torch.Tensor, g_inv: torch.Tensor) -> torch.Tensor:
         y = F.conv2d(x, self.weight(g_inv))
@@ -361,26 +365,28 @@ class LGDNet(nn.Module):
 
 @dataclass(frozen=True)
 class BaselineSpec:
-    """How a baseline is built and trained: ``build(in_ch, num_classes)``; ``augment``: train with
-    random affine warps drawn from the test ranges."""
+    """How a baseline is built and trained: ``build(in_ch, num_classes, lgd_cfg)``; ``augment``: train
+    with random affine warps drawn from the test ranges."""
 
-    build: Callable[[int, int], nn.Module]
+    build: Callable[[int, int, LGDConfig], nn.Module]
     augment: bool
     description: str
 
 
 BASELINES: Registry[BaselineSpec] = Registry("affine baseline")
 BASELINES.register(
-    "cnn", BaselineSpec(lambda c, n: PlainCNN(c, n), False, "plain CNN, trained on centred digits")
+    "cnn", BaselineSpec(lambda c, n, _: PlainCNN(c, n), False, "plain CNN, trained on centred digits")
 )
 BASELINES.register(
     "cnn-aug",
-    BaselineSpec(lambda c, n: PlainCNN(c, n), True, "the same CNN trained with random affine augmentation"),
+    BaselineSpec(
+        lambda c, n, _: PlainCNN(c, n), True, "the same CNN trained with random affine augmentation"
+    ),
 )
 BASELINES.register(
     "lgd",
     BaselineSpec(
-        lambda c, n: LGDNet(c, n),
+        lambda c, n, cfg: LGDNet(c, n, cfg),
         False,
         "GL+(2) Monte-Carlo group-conv network (Lie group decomposition), trained on centred digits",
     ),

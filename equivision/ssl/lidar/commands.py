@@ -18,14 +18,16 @@ def register(group_parser: argparse.ArgumentParser) -> None:
     sub.required = True
     p = sub.add_parser("pretrain", help="pretrain a LiDAR encoder (E-SSL3D) on scan pairs")
     p.add_argument("--config", "-c", type=Path, help="YAML recipe (e.g. scripts/pretrain/lidar/mini.yaml)")
-    p.add_argument("--resume", action="store_true", help="continue <out_dir>/<run_name> even if the config changed")
+    p.add_argument(
+        "--resume", action="store_true", help="continue <out_dir>/<run_name> even if the config changed"
+    )
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     p.set_defaults(func=cmd_pretrain)
 
     d = sub.add_parser(
         "detect",
-        help="BEV detection probe: AP of a detector trained on 5/20/100 %% of the labels, scratch vs pretrained",
+        help="BEV detection probe: AP after training on 5/20/100 %% of the labels, scratch vs pretrained",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     d.add_argument("--data", required=True, help="rendered LiDAR dataset (with train.txt / val.txt)")
@@ -33,7 +35,9 @@ def register(group_parser: argparse.ArgumentParser) -> None:
     d.add_argument("--encoder", default=None, help="JSON of EncoderSpec fields for scratch-only runs")
     d.add_argument("--classes", default=None, help="comma-separated KITTI types (default: the manifest's)")
     d.add_argument("--fractions", default="0.05,0.2,1.0", help="labelled fractions of the training frames")
-    d.add_argument("--steps", type=int, default=300, help="optimiser steps per run (the same for every fraction)")
+    d.add_argument(
+        "--steps", type=int, default=300, help="optimiser steps per run (the same for every fraction)"
+    )
     d.add_argument("--batch-size", type=int, default=4)
     d.add_argument("--lr", type=float, default=1e-3)
     d.add_argument("--freeze-encoder", action="store_true", help="train the head only")

@@ -10,7 +10,8 @@ batch indices, so scans of any size share a batch without padding.
   and a scatter to ``(B, C, H, W)`` (empty pillars are 0). Unlike PointPillars there is no cap on the
   points per pillar nor on the number of pillars: ``scatter_reduce`` handles any count.
 * :class:`LidarEncoder`: pillars -> backbone feature map (``spatial=True``, ``in_chans=C``) -> a neck
-  that upsamples it to ``1/out_stride`` of the pillar grid and concatenates the pseudo-image
+  that reduces it (1×1 conv + BatchNorm + ReLU), upsamples it bilinearly to ``1/out_stride`` of the
+  pillar grid and concatenates the pseudo-image
   average-pooled to that size (a skip connection that keeps positions sharp whatever the
   backbone's stride) -> 3×3 conv + BatchNorm + ReLU. Output ``(B, out_channels, H/s, W/s)``.
 """
@@ -99,7 +100,8 @@ class PillarNet(nn.Module):
         g = self.grid
         if points.ndim != 2 or points.shape[1] < 4 or batch.shape != points.shape[:1]:
             raise ValueError(
-                f"expected points (P, 4) and batch indices (P,), got {tuple(points.shape)} and {tuple(batch.shape)}"
+                f"expected points (P, 4) and batch indices (P,), got "
+                f"{tuple(points.shape)} and {tuple(batch.shape)}"
             )
         keep = g.inside(points)
         pts, b = points[keep, :4].float(), batch[keep].long()
@@ -161,15 +163,21 @@ class LidarEncoder(nn.Module):
         self.grid = spec.grid
         if spec.out_stride < 1 or self.grid.width % spec.out_stride or self.grid.height % spec.out_stride:
             raise ValueError(
-                f"out_stride {spec.out_stride} must divide the pillar grid {self.grid.height}x{self.grid.width}"
+                f"out_stride {spec.out_stride} must divide the pillar grid "
+                f"({self.grid.height}, {self.grid.width})"
             )
         self.pillars = PillarNet(self.grid, spec.pillar_channels)
         self.backbone = build_backbone(
             spec.backbone, low_res_stem=spec.low_res_stem, spatial=True, in_chans=spec.pillar_channels
         )
+        self.reduce = nn.Sequential(
+            nn.Conv2d(self.backbone.feat_dim, spec.neck_channels, 1, bias=False),
+            nn.BatchNorm2d(spec.neck_channels),
+            nn.ReLU(inplace=True),
+        )
         self.neck = nn.Sequential(
             nn.Conv2d(
-                self.backbone.feat_dim + spec.pillar_channels, spec.neck_channels, 3, padding=1, bias=False
+                spec.neck_channels + spec.pillar_channels, spec.neck_channels, 3, padding=1, bias=False
             ),
             nn.BatchNorm2d(spec.neck_channels),
             nn.ReLU(inplace=True),
@@ -193,7 +201,7 @@ class LidarEncoder(nn.Module):
     def forward(self, points: torch.Tensor, batch: torch.Tensor, batch_size: int) -> torch.Tensor:
         x = self.pillars(points, batch, batch_size)
         size = self.out_shape
-        deep = F.interpolate(self.backbone(x), size=size, mode="bilinear", align_corners=False)
+        deep = F.interpolate(self.reduce(self.backbone(x)), size=size, mode="bilinear", align_corners=False)
         skip = F.adaptive_avg_pool2d(x, size)
         return self.neck(torch.cat([deep, skip], dim=1))
 

@@ -208,7 +208,8 @@ def pretrain_lidar(
         if changed and not resume:
             shown = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in list(changed.items())[:6])
             raise RunError(
-                f"{rd.path} holds a run with a different config ({shown}); pass resume=True or use another run_name"
+                f"{rd.path} holds a run with another config ({shown}); "
+                "pass resume=True or use another run_name"
             )
         ckpt = load_checkpoint(rd.last)
         method.load_state_dict(ckpt["model"], strict=True)
@@ -257,11 +258,10 @@ def pretrain_lidar(
             torch.manual_seed(stable_int(cfg.seed, "lidar-step", step, bits=63))
             out = method(_to_device(batch, device))
             loss = out["loss"]
-            if not torch.isfinite(loss):
+            value = float(loss.detach())
+            if not math.isfinite(value):
                 checkpoint()
-                raise RuntimeError(
-                    f"LiDAR pretraining diverged at step {step}: loss {float(loss)}; lower optim.lr"
-                )
+                raise RuntimeError(f"LiDAR pretraining diverged at step {step}: loss {value}; lower optim.lr")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -272,10 +272,10 @@ def pretrain_lidar(
             if step == 1 or step % cfg.log_every == 0 or step == total:
                 now = time.perf_counter()
                 rec = {"kind": "step", "epoch": epoch, "step": step, "lr": optimizer.param_groups[0]["lr"],
-                       "loss": float(loss.detach()), **{k: float(v) for k, v in out.items() if k != "loss"},
+                       "loss": value, **{k: float(v) for k, v in out.items() if k != "loss"},
                        "ema": tau, "seconds": now - t_last}  # fmt: skip
                 metrics.append(rec)
-                bar.set_postfix(loss=f"{float(loss):.4g}", refresh=False)
+                bar.set_postfix(loss=f"{value:.4g}", refresh=False)
                 t_last = now
             if step % cfg.checkpoint_every == 0:
                 checkpoint()

@@ -142,6 +142,13 @@ class SO3Conv(nn.Module):
         return self.lin(x, weight=psi)
 
 
+def _drop_from_state_dict(module: nn.Module) -> None:
+    """Mark every buffer of ``module`` (e3nn's SO(3) quadrature grids: fixed by the config, tens of
+    MB at lmax 6) as non-persistent, as ``register_buffer(..., persistent=False)`` would."""
+    for m in module.modules():
+        m._non_persistent_buffers_set.update(m._buffers.keys())
+
+
 class I2SHead(nn.Module):
     """Feature map ``(B, C, h, w)`` -> SO(3) signal coefficients ``(B, so3_dim(lmax))``."""
 
@@ -153,6 +160,7 @@ class I2SHead(nn.Module):
         self.lift = LIFTS.get(cfg.lift)(in_channels, fmap_hw, cfg)
         self.s2_conv = S2Conv(cfg.sphere_fdim, cfg.f_hidden, cfg.lmax)
         self.activation = SO3Activation(cfg.lmax, cfg.lmax, torch.relu, cfg.so3_act_resolution)
+        _drop_from_state_dict(self.activation)
         kernel = so3_near_identity_grid(
             math.radians(cfg.kernel_max_beta_deg), cfg.kernel_n_alpha, cfg.kernel_n_beta, cfg.kernel_n_gamma
         )
