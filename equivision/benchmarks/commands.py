@@ -193,7 +193,7 @@ def _run(args: argparse.Namespace) -> int:
     train, val = (P.FeatureSplit.from_arrays(arrays[s]) for s in ("train", "val"))
     parts = P.feature_parts(record, train.dim)
     ctx = P.ProbeContext(train, val, cfg, parts)
-    loader = _MethodLoader(run_dir)
+    loader = _MethodLoader(run_dir, _csv(args.method_features), bool(args.agg_views), "retrieval" in names)
     if "retrieval" in names:
         _attach_retrieval(ctx, run_dir, args, data_root, image_size, cache_dir, device, loader)
 
@@ -248,8 +248,9 @@ def _datasets(root: str, split_dir: str | None, image_size: int | None) -> dict[
 class _MethodLoader:
     """Loads the run's full method (``last.pt`` + ``config.yaml``) once, on first use."""
 
-    def __init__(self, run_dir: Path | None) -> None:
+    def __init__(self, run_dir: Path | None, keys: list[str], aggregate: bool, retrieval: bool) -> None:
         self.run_dir = run_dir
+        self.keys, self.aggregate, self.retrieval = keys, aggregate, retrieval
         self._loaded: tuple[Any, dict[str, Any]] | None = None
 
     @property
@@ -263,6 +264,20 @@ class _MethodLoader:
         if self._loaded is None:
             self._loaded = load_method_checkpoint(self.run_dir)
         return self._loaded
+
+    def shared_outputs(self) -> list[str]:
+        """Every method output this command needs (method features, the aggregates' per-view
+        ``repr``, retrieval's embeddings and bank), so that one pass (one cache entry) serves all."""
+        from equivision.benchmarks.method_features import aggregator_for, has_output
+        from equivision.benchmarks.retrieval import has_predictor
+
+        method, info = self.get()
+        names = set(self.keys)
+        if self.aggregate and aggregator_for(info["method"]) is not None:
+            names.add("repr")
+        if self.retrieval and has_predictor(method):
+            names |= {"emb_equi", "target_repr" if has_output(method, "target_repr") else "emb_equi"}
+        return sorted(names)
 
 
 def _method_probes(args, names, datasets, cfg, cache_dir, device, loader):
@@ -297,13 +312,12 @@ def _method_probes(args, names, datasets, cfg, cache_dir, device, loader):
             f"method {info['method']!r} has no sequence aggregator (registered: {AGGREGATORS.names()})"
         )
         m_vals = []
-    needed = set(keys) | ({"repr"} if m_vals else set())
-    if not needed:
+    if not keys and not m_vals:
         return results, {}
     try:
         outputs = {
             s: method_outputs(
-                method, info["sha256"], ds, sorted(needed), cache_dir=cache_dir,
+                method, info["sha256"], ds, loader.shared_outputs(), cache_dir=cache_dir,
                 batch_size=args.extract_batch_size, device=device, num_workers=args.workers,
             )
             for s, ds in datasets.items()
@@ -360,6 +374,7 @@ def _attach_retrieval(ctx, run_dir, args, data_root, image_size, cache_dir, devi
 
     def run() -> dict[str, ProbeResult]:
         from equivision.benchmarks.features import CheckpointError
+        from equivision.benchmarks.method_features import MethodFeatureError
         from equivision.benchmarks.retrieval import method_retrieval
 
         datasets = {
@@ -374,9 +389,12 @@ def _attach_retrieval(ctx, run_dir, args, data_root, image_size, cache_dir, devi
                 batch_size=args.extract_batch_size,
                 num_workers=args.workers,
                 loaded=loader.get() if loader is not None else None,
+                output_names=loader.shared_outputs() if loader is not None else (),
             )
         except CheckpointError as e:
             return {"retrieval": skipped(f"cannot load the method checkpoint: {e}")}
+        except MethodFeatureError as e:
+            raise _user_error(str(e)) from None
         if "" in res:
             return {"retrieval": ProbeResult(res[""][0])}
         return {f"retrieval/{s}": ProbeResult(m, a) for s, (m, a) in res.items()}

@@ -205,16 +205,16 @@ def scatter_points(
     return pts
 
 
-def plot_invariance_equivariance(
+def invariance_equivariance_figure(
     points: Sequence[dict[str, Any]],
-    path: str | os.PathLike,
     xlabel: str = "rotation R² (global)",
     ylabel: str = "top-1 %",
     y_scale: float = 100.0,
     title: str = "invariance vs equivariance",
-) -> Path:
-    """The papers' scatter: x = equivariance (rotation R²), y = invariance (top-1), one labelled
-    point per method (the label names the probe when it is not the same for every point)."""
+) -> Any:
+    """The papers' scatter as a matplotlib Figure: x = equivariance (rotation R²), y = invariance
+    (top-1 × ``y_scale``), one labelled point (one ``scatter`` call) per entry of ``points``
+    (:func:`scatter_points`); a label names its probe when the y probes differ between points."""
     if not points:
         raise ValueError("no points to plot (no results document has both coordinates)")
     same_y = len({p["y_probe"] for p in points}) == 1
@@ -233,11 +233,18 @@ def plot_invariance_equivariance(
         xlim=(min(xs) - pad_x, max(xs) + 3 * pad_x),
         ylim=(min(ys) - pad_y, max(ys) + pad_y),
         xlabel=xlabel,
-        ylabel=ylabel + ("" if not same_y else f" ({points[0]['y_probe']})"),
+        ylabel=ylabel + (f" ({points[0]['y_probe']})" if same_y else ""),
     )
     ax.grid(True, alpha=0.3)
     ax.set_title(title)
-    return _save(fig, Path(path))
+    return fig
+
+
+def plot_invariance_equivariance(
+    points: Sequence[dict[str, Any]], path: str | os.PathLike, **kwargs: Any
+) -> Path:
+    """Write :func:`invariance_equivariance_figure` (same keyword arguments) as a PNG."""
+    return _save(invariance_equivariance_figure(points, **kwargs), Path(path))
 
 
 # ---------------------------------------------------------------------------- plots

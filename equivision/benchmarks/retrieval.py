@@ -189,12 +189,15 @@ def method_retrieval(
     num_workers: int = 0,
     progress: bool = True,
     loaded: tuple[nn.Module, dict[str, Any]] | None = None,
+    output_names: Sequence[str] = (),
 ) -> dict[str, tuple[dict[str, Any], dict[str, Any]]]:
     """PRE and MRR/H@k of a run's predictor on each dataset in ``datasets`` (split name → views
     dataset, retrieval within that split). Returns ``{split: (metrics, artifacts)}``, or
     ``{"": ({"skipped": reason}, {})}`` when the method has no predictor. ``loaded``: the
-    ``(method, info)`` of :func:`load_method_checkpoint` when the caller already has it.
-    The bank is the target encoder's output for methods that have one (module docstring)."""
+    ``(method, info)`` of :func:`load_method_checkpoint` when the caller already has it;
+    ``output_names``: more method outputs to extract in the same pass (a caller that needs them too
+    then finds them in the same cache entry). The bank is the target encoder's output for methods
+    that have one (module docstring)."""
     from equivision.benchmarks.method_features import has_output, method_outputs
 
     method, info = loaded if loaded is not None else load_method_checkpoint(run_dir)
@@ -210,7 +213,7 @@ def method_retrieval(
             method,
             info["sha256"],
             ds,
-            ["emb_equi", bank_key],
+            sorted({"emb_equi", bank_key, *output_names}),
             cache_dir=cache_dir,
             batch_size=batch_size,
             device=device,

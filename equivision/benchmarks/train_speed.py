@@ -277,7 +277,7 @@ def _train_from_args(args: argparse.Namespace, latent_size: int = 7) -> dict[str
 
 
 class TrainBench:
-    help = "images/s of a full SSL training step vs the backbone alone (ssl_overhead, target <= 15%)"
+    help = "images/s of a full SSL training step vs the backbone alone (ssl_overhead, target <= 0.15)"
 
     @staticmethod
     def add_arguments(p: argparse.ArgumentParser) -> None:

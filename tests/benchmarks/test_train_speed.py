@@ -210,6 +210,17 @@ def _check_train_report(r: dict, images_per_step: int, backbone_images_per_step:
     assert env["torch"] == torch.__version__ and env["device"] == "cpu" and env["torch_threads"] >= 1
 
 
+@pytest.mark.parametrize(
+    "argv", [["bench", "--help"], ["bench", "train", "--help"], ["bench", "loader", "--help"]]
+)
+def test_help_texts_render(argv, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert "train" in out and "loader" in out if argv == ["bench", "--help"] else "--out" in out
+
+
 def test_bench_train_cli_writes_the_report(tmp_path, capsys):
     out = tmp_path / "train.json"
     argv = ["bench", "train", "--method", "sie", "--image-size", "16", "--low-res-stem", "--batch-size", "4"]

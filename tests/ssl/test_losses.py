@@ -153,3 +153,14 @@ def _gather_worker_full(rank: int, world: int, init_file: str, queue, full: torc
         queue.put((rank, zx.detach(), x.grad.clone(), loss.item()))
     finally:
         dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("n,d", [(8, 32), (64, 16), (5, 5)])
+def test_covariance_without_dxd_matrix_equals_direct_form(n, d):
+    """The Gram-matrix computation (used when N < D) equals Σ_{i≠j} C_ij² / D, value and gradient."""
+    z = torch.randn(n, d, dtype=torch.float64, generator=torch.Generator().manual_seed(n * d), requires_grad=True)
+    zc = z - z.mean(0)
+    direct = off_diagonal(zc.T @ zc / (n - 1)).pow(2).sum() / d
+    fast = covariance_loss(z)
+    torch.testing.assert_close(fast, direct)
+    torch.testing.assert_close(torch.autograd.grad(fast, z)[0], torch.autograd.grad(direct, z)[0])
