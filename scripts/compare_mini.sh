@@ -29,6 +29,7 @@ RES="${COMPARE_RES:-64}"
 EPOCHS="${COMPARE_EPOCHS:-10}"
 BATCH="${COMPARE_BATCH:-32}"            # objects per optimiser step, for every method
 PROBE_EPOCHS="${COMPARE_PROBE_EPOCHS:-100}"
+LR_GRID="${COMPARE_LR_GRID:-3e-4,1e-3,3e-3}"   # one value (e.g. 1e-3, official) skips the held-out search
 AGG_VIEWS="${COMPARE_AGG_VIEWS:-1,3,5}"
 WORKERS="${COMPARE_WORKERS:-2}"
 METHODS=(vicreg sie equicaps seqjepa)
@@ -50,6 +51,14 @@ for m in "${METHODS[@]}"; do
   echo "== 2/4 pretrain $m ($EPOCHS epochs, $BATCH objects per step)"
   run="$OUT/runs/mini_$m"
   if [ -f "$run/checkpoints/backbone.safetensors" ]; then
+    # equal budgets: a finished run from another budget must not be reused silently
+    done_as=$($BIN/python -c 'import json, sys; r = json.load(open(sys.argv[1])); c = r["config"]
+print(r["epochs"], c["data"]["batch_size"], r["input_size"])' "$run/checkpoints/backbone.json")
+    if [ "$done_as" != "$EPOCHS $BATCH $RES" ]; then
+      echo "error: $run was trained with (epochs batch res) = ($done_as), not ($EPOCHS $BATCH $RES);" \
+        "use another COMPARE_DIR" >&2
+      exit 1
+    fi
     echo "already trained: $run"
     continue
   fi
@@ -65,8 +74,12 @@ for m in "${METHODS[@]}"; do
     equicaps) extra=(--method-features emb_inv,emb_equi) ;;
     seqjepa) extra=(--agg-views "$AGG_VIEWS") ;;
   esac
+  if [ -f "$OUT/probes/$m/results.json" ] && [ "${COMPARE_REPROBE:-0}" != "1" ]; then
+    echo "already probed: $OUT/probes/$m (COMPARE_REPROBE=1 to redo)"
+    continue
+  fi
   $BIN/equivision probe run --checkpoint "$OUT/runs/mini_$m" --data "$DATA" --epochs "$PROBE_EPOCHS" \
-    --workers "$WORKERS" --cache-dir "$OUT/cache" --out "$OUT/probes/$m" "${extra[@]}"
+    --lr-grid "$LR_GRID" --workers "$WORKERS" --cache-dir "$OUT/cache" --out "$OUT/probes/$m" "${extra[@]}"
 done
 
 echo "== 4/4 compare"
@@ -77,7 +90,8 @@ $BIN/equivision probe compare "${results[@]}" --names "$NAMES" --summary \
 t1=$(date +%s)
 cat <<MSG
 
-comparison finished in $((t1 - t0)) s (budget: $EPOCHS epochs x batch $BATCH objects, ${RES}px, seed 0).
+comparison finished in $((t1 - t0)) s (budget: $EPOCHS epochs x batch $BATCH objects, ${RES}px, seed 0;
+probes: $PROBE_EPOCHS epochs, lr grid $LR_GRID).
   dataset      $DATA
   runs         $OUT/runs/mini_{vicreg,sie,equicaps,seqjepa}
   probes       $OUT/probes/<method>/  (results.json, results.md, plots/)

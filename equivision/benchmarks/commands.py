@@ -114,6 +114,7 @@ def register(group_parser: argparse.ArgumentParser) -> None:
         "--scatter-metric", default="r2_global", choices=("r2_global", "r2_per_output"), help="x metric"
     )
     cmp.set_defaults(func=_compare)
+    _register_affine_ebv(sub)
 
 
 def _user_error(msg: str) -> Exception:
@@ -441,3 +442,85 @@ def _compare(args: argparse.Namespace) -> int:
         path = atomic_write_text(Path(args.out) / "compare.md", table)
         print(f"wrote {path}", file=sys.stderr)
     return 0
+
+
+# ---------------------------------------------------------------------------- affine and EBV probes
+
+
+def _register_affine_ebv(sub: Any) -> None:
+    """``probe affine`` (:mod:`equivision.benchmarks.affine`) and ``probe ebv`` (:mod:`.ebv`)."""
+    aff = sub.add_parser(
+        "affine", help="affine-invariance probe: train centred digits, test affinely transformed ones"
+    )
+    aff.add_argument("--source", default="sklearn-digits", help="sklearn-digits (offline), mnist-hf, affnist")
+    aff.add_argument("--checkpoint", help="also probe this backbone (run folder or backbone.safetensors)")
+    aff.add_argument("--models", default="cnn,cnn-aug,lgd", help="baselines ('none' for none); %(default)s")
+    aff.add_argument("--epochs", type=int, default=6, help="baseline training epochs (default 6)")
+    aff.add_argument("--batch-size", type=int, default=64)
+    aff.add_argument("--lr", type=float, default=5e-3, help="Adam lr of the baselines (cosine to 0)")
+    aff.add_argument("--copies", type=int, default=8, help="transformed copies per test digit (affNIST: 32)")
+    aff.add_argument("--rotation", type=float, default=20.0, help="max |rotation| in degrees")
+    aff.add_argument("--shear", type=float, default=0.2, help="max |shear factor|")
+    aff.add_argument("--scale", type=_floats, default=(0.8, 1.2), help="per-axis scale range lo,hi")
+    aff.add_argument("--translation", default="fit", help="'fit' (digit stays on canvas) or a fraction")
+    aff.add_argument("--lgd-width", type=int, default=16)
+    aff.add_argument("--lgd-samples", type=int, default=4, help="group samples per layer (training)")
+    aff.add_argument("--lgd-eval-samples", type=int, help="group samples at evaluation (default: training's)")
+    aff.add_argument("--lgd-rotation-range", type=float, default=0.25, help="circle fraction (1: all)")
+    aff.add_argument("--lgd-scale-range", type=float, default=0.3, help="log-scale half-width (0: Gaussian)")
+    aff.add_argument("--limit-train", type=int, help="use a seeded subset of the training digits")
+    aff.add_argument("--limit-test", type=int, help="use a seeded subset of the test digits")
+    aff.add_argument("--hf-name", default="ylecun/mnist", help="mnist-hf: hub name or save_to_disk folder")
+    aff.add_argument("--train-mat", help="affnist: just_centered/training.mat (.mat, folder or .zip)")
+    aff.add_argument("--test-mat", help="affnist: transformed/test.mat (or test_batches folder / zip)")
+    aff.add_argument("--test-centred-mat", help="affnist: just_centered/test.mat (untransformed accuracy)")
+    aff.add_argument("--probe-epochs", type=int, default=100, help="linear probe epochs (backbone)")
+    aff.add_argument("--lr-grid", type=_floats, default=(1e-3, 3e-3, 1e-2), help="linear probe lr grid")
+    aff.add_argument("--holdout", type=float, default=0.15, help="held-out training fraction for the lr")
+    aff.add_argument("--image-size", type=int, help="backbone input size (default: the record's input_size)")
+    aff.add_argument("--workers", type=int, default=0, help="DataLoader workers for feature extraction")
+    aff.add_argument("--cache-dir", help="feature cache folder (default: $EQUIVISION_CACHE or ~/.cache)")
+    aff.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
+    aff.add_argument("--out", help="output folder (default: <run>/report/affine or ./probe-results/...)")
+    aff.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    aff.add_argument("--seed", type=int, default=0)
+    aff.set_defaults(func=_affine)
+
+    ebv = sub.add_parser("ebv", help="equiangular-basis-vector probe beside the linear probe")
+    ebv.add_argument("--checkpoint", required=True, help="run folder, backbone.safetensors or its .json")
+    ebv.add_argument("--data", help="3DIEBench-layout dataset root (default: the record's data.root)")
+    ebv.add_argument("--split-dir", help="folder with {train,val}_images.npy (default: --data)")
+    ebv.add_argument("--basis", help="an EBV basis file to use (default: generate one)")
+    ebv.add_argument("--ebv-dim", type=int, help="basis dimension d (default: the number of classes)")
+    ebv.add_argument("--tau", type=float, default=0.002, help="target max |cos| (official 0.002)")
+    ebv.add_argument("--ebv-steps", type=int, default=100_000, help="max generation steps (official 100k)")
+    ebv.add_argument("--ebv-lr", type=float, default=1e-3, help="generation SGD lr (official 1e-3)")
+    ebv.add_argument("--temperature", type=float, default=0.07, help="logit temperature (official 0.07)")
+    ebv.add_argument("--epochs", type=int, default=300, help="probe training epochs (default 300)")
+    ebv.add_argument("--batch-size", type=int, default=256)
+    ebv.add_argument("--lr-grid", type=_floats, default=(3e-4, 1e-3, 3e-3), help="default 3e-4,1e-3,3e-3")
+    ebv.add_argument("--wd-grid", type=_floats, default=(0.0,), help="default 0")
+    ebv.add_argument("--holdout", type=float, default=0.15, help="fraction of training objects for selection")
+    ebv.add_argument("--image-size", type=int, help="resize to this size (default: the record's input_size)")
+    ebv.add_argument("--extract-batch-size", type=int, default=256)
+    ebv.add_argument("--workers", type=int, default=4, help="DataLoader workers for feature extraction")
+    ebv.add_argument("--cache-dir", help="feature cache folder (default: $EQUIVISION_CACHE or ~/.cache)")
+    ebv.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
+    ebv.add_argument("--out", help="output folder (default: <run>/report/ebv or ./probe-results/<name>)")
+    ebv.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    ebv.add_argument("--seed", type=int, default=0)
+    ebv.set_defaults(func=_ebv)
+
+
+def _affine(args: argparse.Namespace) -> int:
+    """Train the baselines on centred digits, probe the backbone, score centred vs transformed."""
+    from equivision.benchmarks.affine.protocol import run_from_args
+
+    return run_from_args(args)
+
+
+def _ebv(args: argparse.Namespace) -> int:
+    """Linear and EBV probes on the same cached frozen features."""
+    from equivision.benchmarks.ebv import run_from_args
+
+    return run_from_args(args)

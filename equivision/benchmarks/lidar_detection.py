@@ -447,7 +447,7 @@ def detection_classes(root: str | Path, classes: Sequence[str] | None) -> list[s
     raise ValueError(f"{root} has no manifest.json: name the classes to detect (e.g. Car,Pedestrian,Cyclist)")
 
 
-def run_detection_benchmark(cfg: DetectionConfig, progress: bool = True) -> dict[str, Any]:
+def run_detection_benchmark(cfg: DetectionConfig) -> dict[str, Any]:
     """Train and evaluate every (initialisation, fraction); writes ``results.json`` and ``results.md``
     to ``cfg.out`` and returns the results."""
     from equivision.ssl.lidar.data import LidarFrames

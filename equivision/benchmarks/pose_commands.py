@@ -52,13 +52,17 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise UserError("give either --config or --resume RUN_DIR (the run folder has its own config.yaml)")
     path = args.resume / "config.yaml" if args.resume is not None else args.config
     if path is None:
-        raise UserError("nothing to run: give --config FILE (e.g. scripts/pose/mini.yaml) or --resume RUN_DIR")
+        raise UserError(
+            "nothing to run: give --config FILE (e.g. scripts/pose/mini.yaml) or --resume RUN_DIR"
+        )
     try:
         cfg = load_pose_config(path, args.overrides)
         if args.print_config:
             sys.stdout.write(OmegaConf.to_yaml(cfg))
             return 0
-        run = train_pose(cfg, run_dir=args.resume, resume=args.resume is not None, progress=not args.no_progress)
+        run = train_pose(
+            cfg, run_dir=args.resume, resume=args.resume is not None, progress=not args.no_progress
+        )
     except (ConfigError, RunError, SymsolDatasetError) as e:
         raise UserError(str(e)) from None
     print(f"equivision: pose run folder {run}")
@@ -68,7 +72,15 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    return _evaluate(args.run_dir, args.level, args.split, args.per_shape, args.batch_size, args.device, not args.no_progress)
+    return _evaluate(
+        args.run_dir,
+        args.level,
+        args.split,
+        args.per_shape,
+        args.batch_size,
+        args.device,
+        not args.no_progress,
+    )
 
 
 def _evaluate(run_dir: Path, level, split, per_shape, batch_size, device: str, progress: bool) -> int:
@@ -93,7 +105,11 @@ def _evaluate(run_dir: Path, level, split, per_shape, batch_size, device: str, p
         )
     except (ConfigError, RunError, SymsolDatasetError) as err:
         raise UserError(str(err)) from None
-    level = level if level is not None else (e.grid_level if e.grid_level is not None else model.cfg.eval_grid_level)
+    level = (
+        level
+        if level is not None
+        else (e.grid_level if e.grid_level is not None else model.cfg.eval_grid_level)
+    )
     path = write_pose_report(
         run_dir, model, dataset, level, batch_size or e.batch_size, dev, e.spread_mass, e.plots, progress
     )
@@ -102,7 +118,9 @@ def _evaluate(run_dir: Path, level, split, per_shape, batch_size, device: str, p
     return 0
 
 
-def write_pose_report(run_dir, model, dataset, level, batch_size, device, spread_mass, plots, progress) -> Path:
+def write_pose_report(
+    run_dir, model, dataset, level, batch_size, device, spread_mass, plots, progress
+) -> Path:
     """Evaluate and write ``report/pose_metrics.{md,json}``, ``pose_distributions.png``, ``pose_loss.png``."""
     from equivision.benchmarks.pose_metrics import evaluate_pose
     from equivision.benchmarks.pose_plots import loss_png, write_distributions
@@ -115,9 +133,14 @@ def write_pose_report(run_dir, model, dataset, level, batch_size, device, spread
     report.mkdir(parents=True, exist_ok=True)
     info = {"run": str(rd.path), "split": dataset.split, "shapes": list(dataset.shapes), **result.to_json()}
     atomic_write_json(report / "pose_metrics.json", info)
-    atomic_write_text(report / "pose_metrics.md", f"# Pose evaluation of `{rd.path.name}` ({dataset.split})\n\n" + result.markdown())
+    atomic_write_text(
+        report / "pose_metrics.md",
+        f"# Pose evaluation of `{rd.path.name}` ({dataset.split})\n\n" + result.markdown(),
+    )
     if result.examples:
-        write_distributions(report / "pose_distributions.png", result.examples, f"{rd.path.name}: predicted distributions")
+        write_distributions(
+            report / "pose_distributions.png", result.examples, f"{rd.path.name}: predicted distributions"
+        )
     records = MetricsLog(rd.metrics).read()
     if records:
         atomic_write_bytes(report / "pose_loss.png", loss_png(records, rd.path.name))

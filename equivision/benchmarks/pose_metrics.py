@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from equivision.ssl.pose.so3 import geodesic_distance, nearest_rotation_index
+from equivision.ssl.pose.so3 import chord_to_angle, geodesic_distance, nearest_rotation_index
 
 UNIFORM_LOG_LIKELIHOOD = -math.log(math.pi**2)  # -2.2894
 
@@ -45,23 +45,27 @@ def spread(
     p = probs.double()
     if mass < 1.0:
         order = torch.argsort(p, descending=True)
-        keep = int(torch.searchsorted(torch.cumsum(p[order], 0), torch.tensor(mass, dtype=p.dtype)).item()) + 1
+        keep = (
+            int(torch.searchsorted(torch.cumsum(p[order], 0), torch.tensor(mass, dtype=p.dtype)).item()) + 1
+        )
         idx = order[: min(keep, len(order))]
     else:
         idx = torch.arange(len(p), device=p.device)
-    g = gts.to(grid).reshape(-1, 9)
+    g = gts.to(device=grid.device, dtype=torch.float64).reshape(-1, 9)
+    g_sq = (g**2).sum(1)
     total = 0.0
     for s in range(0, len(idx), chunk):
+        r = grid[idx[s : s + chunk]].double().reshape(-1, 9)
+        sq = (r**2).sum(1)[:, None] + g_sq[None] - 2 * r @ g.T  # |R_i - gt_k|_F^2
+        ang = chord_to_angle(sq.min(dim=1).values)  # the nearest ground truth
         sel = idx[s : s + chunk]
-        tr = (grid[sel].reshape(-1, 9) @ g.T).max(dim=1).values  # nearest gt = max trace
-        ang = torch.arccos(((tr.double() - 1) / 2).clamp(-1, 1))
         total += float((p[sel] * ang).sum())
     return math.degrees(total)
 
 
 def min_geodesic_error_deg(pred: torch.Tensor, gts: torch.Tensor) -> float:
     """Angle (degrees) from one predicted rotation ``(3, 3)`` to the nearest of ``gts (K, 3, 3)``."""
-    return math.degrees(float(geodesic_distance(pred[None].to(gts), gts).min()))
+    return math.degrees(float(geodesic_distance(pred[None].double(), gts.double()).min()))
 
 
 @dataclass
@@ -74,7 +78,9 @@ class ShapeMetrics:
     acc30: float
 
 
-def summarize(lls: Sequence[float], spreads: Sequence[float] | None, errors_deg: Sequence[float]) -> ShapeMetrics:
+def summarize(
+    lls: Sequence[float], spreads: Sequence[float] | None, errors_deg: Sequence[float]
+) -> ShapeMetrics:
     e = np.asarray(errors_deg, dtype=np.float64)
     return ShapeMetrics(
         n=len(e),
@@ -158,7 +164,11 @@ def evaluate_pose(
     grid = model.grid(level)[1]
     acc: dict[str, dict[str, list]] = {}
     examples: list[dict] = []
-    example_ids = set(np.linspace(0, len(dataset) - 1, n_examples).round().astype(int).tolist()) if n_examples else set()
+    example_ids = (
+        set(np.linspace(0, len(dataset) - 1, n_examples).round().astype(int).tolist())
+        if n_examples
+        else set()
+    )
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0)
     start = 0
     for batch in tqdm(loader, desc="pose eval", unit="batch", disable=not progress):

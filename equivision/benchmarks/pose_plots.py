@@ -86,7 +86,10 @@ def _to_display(example: Mapping) -> np.ndarray:
 
     x = np.asarray(example["image"], np.float32)
     if example.get("normalized"):
-        x = x * np.asarray(IMAGENET_STD, np.float32)[:, None, None] + np.asarray(IMAGENET_MEAN, np.float32)[:, None, None]
+        x = (
+            x * np.asarray(IMAGENET_STD, np.float32)[:, None, None]
+            + np.asarray(IMAGENET_MEAN, np.float32)[:, None, None]
+        )
     return np.clip(x.transpose(1, 2, 0), 0, 1)
 
 
@@ -104,7 +107,13 @@ def distributions_png(examples: Sequence[Mapping], title: str = "") -> bytes:
         ax.set_title(str(ex.get("shape", "")))
         ax.axis("off")
         ax2 = fig.add_subplot(n, 3, (3 * r + 2, 3 * r + 3), projection="mollweide")
-        plot_so3_distribution(ax2, np.asarray(ex["rotations"]), np.asarray(ex["probs"]), np.asarray(ex["gts"]), ex.get("grid_size"))
+        plot_so3_distribution(
+            ax2,
+            np.asarray(ex["rotations"]),
+            np.asarray(ex["probs"]),
+            np.asarray(ex["gts"]),
+            ex.get("grid_size"),
+        )
     if title:
         fig.suptitle(title)
     fig.tight_layout()

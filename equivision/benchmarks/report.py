@@ -148,10 +148,13 @@ def pick_metric(doc: dict[str, Any], probes: Sequence[str], metric: str) -> tupl
     return None
 
 
+BASELINE = "r2_global_column_mean_baseline"  # what r2_global gives for predicting each column's mean
+
 # (title, probe preferences, metric, scale, decimals) of the summary table; a column that no
 # document has is left out (translation on data without translations)
 SUMMARY_COLUMNS: list[tuple[str, tuple[str, ...], str, float, int]] = [
     ("rotation R² (global)", ("rotation/full",), "r2_global", 1.0, 3),
+    ("rotation R² (global) of predicting the column means", ("rotation/full",), BASELINE, 1.0, 3),
     ("rotation R² (per-output)", ("rotation/full",), "r2_per_output", 1.0, 3),
     ("colour R² (global)", ("color/full",), "r2_global", 1.0, 3),
     ("translation R² object frame", ("translation_object/full",), "r2_global", 1.0, 3),
@@ -196,12 +199,24 @@ def scatter_points(
     y_metric: str = "top1",
 ) -> list[dict[str, Any]]:
     """One point per document that has both coordinates (first present probe of ``x`` / ``y``):
-    ``{"name", "x", "y", "x_probe", "y_probe"}``; documents missing one are left out."""
+    ``{"name", "x", "y", "x_probe", "y_probe", "x_baseline"}``; documents missing one are left
+    out. ``x_baseline`` is the x probe's ``r2_global`` of predicting the column means when
+    ``x_metric`` is ``r2_global`` (else None): the uninformative point of that axis."""
     pts = []
     for name, doc in zip(names, results_list, strict=True):
         px, py = pick_metric(doc, x, x_metric), pick_metric(doc, y, y_metric)
         if px and py:
-            pts.append({"name": name, "x": px[1], "y": py[1], "x_probe": px[0], "y_probe": py[0]})
+            base = pick_metric(doc, [px[0]], BASELINE) if x_metric == "r2_global" else None
+            pts.append(
+                {
+                    "name": name,
+                    "x": px[1],
+                    "y": py[1],
+                    "x_probe": px[0],
+                    "y_probe": py[0],
+                    "x_baseline": base[1] if base else None,
+                }
+            )
     return pts
 
 
@@ -214,7 +229,8 @@ def invariance_equivariance_figure(
 ) -> Any:
     """The papers' scatter as a matplotlib Figure: x = equivariance (rotation R²), y = invariance
     (top-1 × ``y_scale``), one labelled point (one ``scatter`` call) per entry of ``points``
-    (:func:`scatter_points`); a label names its probe when the y probes differ between points."""
+    (:func:`scatter_points`); a label names its probe when the y probes differ between points. A
+    dashed vertical line marks each distinct ``x_baseline`` (R² of predicting the column means)."""
     if not points:
         raise ValueError("no points to plot (no results document has both coordinates)")
     same_y = len({p["y_probe"] for p in points}) == 1
@@ -225,7 +241,13 @@ def invariance_equivariance_figure(
         ax.scatter([p["x"]], [yv], s=50, color=f"C{i % 10}", zorder=3)
         label = p["name"] if same_y else f"{p['name']} ({p['y_probe']})"
         ax.annotate(label, (p["x"], yv), textcoords="offset points", xytext=(6, 4), fontsize=8)
-    xs = [p["x"] for p in points]
+    baselines = sorted({round(p["x_baseline"], 6) for p in points if p.get("x_baseline") is not None})
+    for i, b in enumerate(baselines):
+        label = "predicting the column means" if i == 0 else None
+        ax.axvline(b, color="0.4", ls="--", lw=1, label=label)
+    if baselines:
+        ax.legend(loc="lower right", fontsize=8)
+    xs = [p["x"] for p in points] + baselines
     ys = [p["y"] * y_scale for p in points]
     pad_x = max(0.05, 0.15 * (max(xs) - min(xs)))
     pad_y = max(2.0, 0.15 * (max(ys) - min(ys)))

@@ -74,7 +74,9 @@ def read_rotations(root: str | os.PathLike, split: str) -> dict[str, np.ndarray]
     return data
 
 
-def parse_shape_list(spec: str | Sequence[str] | None, available: Sequence[str], where: str) -> tuple[str, ...]:
+def parse_shape_list(
+    spec: str | Sequence[str] | None, available: Sequence[str], where: str
+) -> tuple[str, ...]:
     """``None``/"all" (every shape present, in official order), "symsol1", "symsol2", "a,b" or a list."""
     if spec is None or spec == "all":
         return tuple(s for s in SHAPES if s in available) + tuple(s for s in available if s not in SHAPES)
@@ -83,7 +85,9 @@ def parse_shape_list(spec: str | Sequence[str] | None, available: Sequence[str],
     names = tuple(spec)
     missing = [s for s in names if s not in available]
     if missing or not names:
-        raise SymsolDatasetError(f"{where} has no shape(s) {missing or list(names)}; it has: {', '.join(available)}")
+        raise SymsolDatasetError(
+            f"{where} has no shape(s) {missing or list(names)}; it has: {', '.join(available)}"
+        )
     return names
 
 
@@ -106,7 +110,13 @@ class SymsolDataset(Dataset):
         if max_per_shape is not None and max_per_shape < 1:
             raise SymsolDatasetError(f"max_per_shape must be >= 1, got {max_per_shape}")
         self.root = resolve_root(root)
-        self.split, self.image_size, self.normalize, self.label, self.seed = split, image_size, normalize, label, seed
+        self.split, self.image_size, self.normalize, self.label, self.seed = (
+            split,
+            image_size,
+            normalize,
+            label,
+            seed,
+        )
         rotations = read_rotations(self.root, split)
         self.shapes = parse_shape_list(shapes, list(rotations), str(self.root / split / "rotations.npz"))
         self.rotations = {s: rotations[s][:max_per_shape] for s in self.shapes}
@@ -145,7 +155,9 @@ class SymsolDataset(Dataset):
             with Image.open(path) as im:
                 img = im.convert("RGB")
         except FileNotFoundError:
-            raise SymsolDatasetError(f"image {path} is missing (listed in {self.split}/rotations.npz)") from None
+            raise SymsolDatasetError(
+                f"image {path} is missing (listed in {self.split}/rotations.npz)"
+            ) from None
         except OSError as e:
             raise SymsolDatasetError(f"cannot read image {path}: {e}") from e
         if self.image_size is not None and img.size != (self.image_size, self.image_size):
@@ -169,5 +181,8 @@ class SymsolDataset(Dataset):
     def missing_images(self) -> list[Path]:
         """Every image that ``rotations.npz`` lists but the folder lacks."""
         return [
-            p for s in self.shapes for i in range(len(self.rotations[s])) if not (p := self.image_path(s, i)).is_file()
+            p
+            for s in self.shapes
+            for i in range(len(self.rotations[s]))
+            if not (p := self.image_path(s, i)).is_file()
         ]

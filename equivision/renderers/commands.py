@@ -196,7 +196,11 @@ def cmd_symsol(args: argparse.Namespace) -> int:
             scene=SymsolSceneSettings(resolution=args.resolution, spp=args.spp),
         )
         summary = run_symsol_render(
-            cfg, workers=args.workers, shard=args.shard, num_shards=args.num_shards, progress=not args.no_progress
+            cfg,
+            workers=args.workers,
+            shard=args.shard,
+            num_shards=args.num_shards,
+            progress=not args.no_progress,
         )
     except (ValueError, FileNotFoundError) as e:
         raise UserError(str(e)) from e

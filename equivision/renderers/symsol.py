@@ -36,7 +36,13 @@ from pathlib import Path
 import numpy as np
 
 from equivision.renderers.postprocess import TONEMAPS, to_uint8
-from equivision.renderers.symsol_shapes import CONTINUOUS_STEPS, SHAPES, build_shape, parse_shapes, symmetry_group
+from equivision.renderers.symsol_shapes import (
+    CONTINUOUS_STEPS,
+    SHAPES,
+    build_shape,
+    parse_shapes,
+    symmetry_group,
+)
 from equivision.utils.io import atomic_write, atomic_write_bytes, atomic_write_json
 from equivision.utils.seeding import rng_for, stable_int
 
@@ -89,17 +95,23 @@ class SymsolRenderConfig:
 
     def validate(self) -> None:
         self.shapes = list(parse_shapes(self.shapes))
-        if self.train_per_shape < 0 or self.test_per_shape < 0 or self.train_per_shape + self.test_per_shape == 0:
+        if (
+            self.train_per_shape < 0
+            or self.test_per_shape < 0
+            or self.train_per_shape + self.test_per_shape == 0
+        ):
             raise ValueError(
-                f"need >= 0 images per shape in each split and some in total, got train={self.train_per_shape}, "
-                f"test={self.test_per_shape}"
+                "need >= 0 images per shape in each split and some in total, got "
+                f"train={self.train_per_shape}, test={self.test_per_shape}"
             )
         if max(self.train_per_shape, self.test_per_shape) > 100000:
             raise ValueError("at most 100000 images per shape and split (file names have 5 digits)")
         if self.tonemap not in TONEMAPS:
             raise ValueError(f"unknown tone map {self.tonemap!r}; known: {', '.join(TONEMAPS.names())}")
         if self.chunk < 1 or self.continuous_steps < 1:
-            raise ValueError(f"chunk and continuous_steps must be >= 1, got {self.chunk}, {self.continuous_steps}")
+            raise ValueError(
+                f"chunk and continuous_steps must be >= 1, got {self.chunk}, {self.continuous_steps}"
+            )
         self.scene.validate()
 
 
@@ -193,7 +205,10 @@ class SymsolScene:
         props["bsdf"] = mi.load_dict(
             {
                 "type": "twosided",
-                "material": {"type": "diffuse", "reflectance": {"type": "mesh_attribute", "name": "face_color"}},
+                "material": {
+                    "type": "diffuse",
+                    "reflectance": {"type": "mesh_attribute", "name": "face_color"},
+                },
             }
         )
         # the ambient term: the surface glows with AMBIENT_RADIANCE x its colour; a sampling weight of
@@ -224,7 +239,10 @@ class SymsolScene:
         self.params.update()
         jit = dr.is_jit_v(mi.Float)
         img = mi.render(
-            self.scene, integrator=self.integrator, spp=self.s.spp, seed=dr.opaque(mi.UInt32, seed) if jit else seed
+            self.scene,
+            integrator=self.integrator,
+            spp=self.s.spp,
+            seed=dr.opaque(mi.UInt32, seed) if jit else seed,
         )
         return np.array(img, dtype=np.float32)[..., :3]
 
@@ -282,7 +300,9 @@ class ChunkRenderer:
             self._scenes[shape] = SymsolScene(self.mi, self.cfg.scene, m.vertices, m.faces, m.face_colors)
         return self._scenes[shape]
 
-    def render_view(self, split: str, shape: str, index: int, rotation: np.ndarray | None = None) -> np.ndarray:
+    def render_view(
+        self, split: str, shape: str, index: int, rotation: np.ndarray | None = None
+    ) -> np.ndarray:
         """The uint8 image of one view (``rotation`` overrides the sampled one, for tests)."""
         cfg = self.cfg
         R = sample_rotation(cfg.seed, split, shape, index) if rotation is None else rotation
@@ -376,7 +396,11 @@ def _lock_settings(out: Path, cfg: SymsolRenderConfig) -> None:
     if path.exists():
         old = json.loads(path.read_text())
         if old != key:
-            diff = [f"{k}: {old.get(k)!r} -> {key.get(k)!r}" for k in sorted(set(old) | set(key)) if old.get(k) != key.get(k)]
+            diff = [
+                f"{k}: {old.get(k)!r} -> {key.get(k)!r}"
+                for k in sorted(set(old) | set(key))
+                if old.get(k) != key.get(k)
+            ]
             raise ValueError(
                 f"{out} was rendered with other settings ({'; '.join(diff)}); "
                 "use the same settings to resume, or another output folder"
@@ -388,7 +412,7 @@ def _lock_settings(out: Path, cfg: SymsolRenderConfig) -> None:
 def run_symsol_render(
     cfg: SymsolRenderConfig, workers: int = 1, shard: int = 0, num_shards: int = 1, progress: bool = True
 ) -> SymsolSummary:
-    """Render (or resume) this shard's part of the dataset; returns a summary (see :meth:`SymsolSummary.text`)."""
+    """Render (or resume) this shard's part of the dataset; returns a :class:`SymsolSummary`."""
     from tqdm import tqdm
 
     from equivision.renderers.variants import choose_variant
@@ -411,7 +435,9 @@ def run_symsol_render(
 
     mine = [t for i, t in enumerate(plan_tasks(cfg)) if i % num_shards == shard]
     planned = sum(t.stop - t.start for t in mine)
-    todo = sum(not image_path(out, t.split, t.shape, i).is_file() for t in mine for i in range(t.start, t.stop))
+    todo = sum(
+        not image_path(out, t.split, t.shape, i).is_file() for t in mine for i in range(t.start, t.stop)
+    )
     t0 = time.perf_counter()
     results: list[TaskResult] = []
     bar = tqdm(total=todo, unit="img", desc=f"render {out.name}", disable=not progress, smoothing=0.05)
@@ -441,7 +467,9 @@ def run_symsol_render(
     )
 
 
-def _run_pool(cfg: SymsolRenderConfig, tasks: list[Task], workers: int, variant: str, bar) -> list[TaskResult]:
+def _run_pool(
+    cfg: SymsolRenderConfig, tasks: list[Task], workers: int, variant: str, bar
+) -> list[TaskResult]:
     ctx = mp.get_context("spawn")
     counter = ctx.Value("q", 0)
     threads = max(1, (os.cpu_count() or 1) // workers)
@@ -464,7 +492,9 @@ def _status_path(out: Path, shard: int, num_shards: int) -> Path:
     return out / STATE_DIR / f"shard-{shard}-of-{num_shards}.json"
 
 
-def _write_status(out: Path, shard: int, num_shards: int, variant: str, results: list[TaskResult], ran_all: bool) -> None:
+def _write_status(
+    out: Path, shard: int, num_shards: int, variant: str, results: list[TaskResult], ran_all: bool
+) -> None:
     path = _status_path(out, shard, num_shards)
     old = json.loads(path.read_text()) if path.exists() else {}
     failed = [{**dataclasses.asdict(r.task), "error": r.error} for r in results if r.error]
@@ -488,10 +518,15 @@ def merge_manifest(out: Path, cfg: SymsolRenderConfig, num_shards: int, choice) 
     from equivision import __version__
 
     statuses = [
-        json.loads(p.read_text()) for k in range(num_shards) if (p := _status_path(out, k, num_shards)).exists()
+        json.loads(p.read_text())
+        for k in range(num_shards)
+        if (p := _status_path(out, k, num_shards)).exists()
     ]
     counts = {
-        split: {shape: sum(image_path(out, split, shape, i).is_file() for i in range(cfg.per_shape(split))) for shape in cfg.shapes}
+        split: {
+            shape: sum(image_path(out, split, shape, i).is_file() for i in range(cfg.per_shape(split)))
+            for shape in cfg.shapes
+        }
         for split in SPLITS
     }
     complete = all(counts[s][sh] == cfg.per_shape(s) for s in SPLITS for sh in cfg.shapes)
@@ -506,7 +541,12 @@ def merge_manifest(out: Path, cfg: SymsolRenderConfig, num_shards: int, choice) 
         "num_equivalent": {sh: int(len(symmetry_group(sh, cfg.continuous_steps))) for sh in cfg.shapes},
         "image_size": cfg.scene.resolution,
         "rotation_convention": "vertex_world = R @ vertex_object; equivalents R @ S_k; [:, 0] = R",
-        "camera": {"position": [0, 0, CAM_DISTANCE], "look_at": [0, 0, 0], "up": [0, 1, 0], "fov_x_deg": CAM_FOV_DEG},
+        "camera": {
+            "position": [0, 0, CAM_DISTANCE],
+            "look_at": [0, 0, 0],
+            "up": [0, 1, 0],
+            "fov_x_deg": CAM_FOV_DEG,
+        },
         "seed": cfg.seed,
         "settings": cfg.content_key(),
         "renderer": {
@@ -516,9 +556,11 @@ def merge_manifest(out: Path, cfg: SymsolRenderConfig, num_shards: int, choice) 
             "variant_note": choice.note,
             "tonemap": cfg.tonemap,
         },
-        "shards": {"num_shards": num_shards, "finished": sorted(s["shard"] for s in statuses if s["finished"])},
+        "shards": {
+            "num_shards": num_shards,
+            "finished": sorted(s["shard"] for s in statuses if s["finished"]),
+        },
         "failures": [f for s in statuses for f in s["failures"]],
     }
     atomic_write_json(out / "manifest.json", manifest)
     return manifest
-

@@ -102,7 +102,10 @@ def _maps_onto(R: np.ndarray, pts: np.ndarray, tol: float = 1e-6) -> bool:
 def _sort_identity_first(mats: list[np.ndarray]) -> np.ndarray:
     """Stack with the identity first and the rest in a fixed (lexicographic) order."""
     ident = [m for m in mats if np.allclose(m, np.eye(3), atol=1e-9)]
-    rest = sorted((m for m in mats if not np.allclose(m, np.eye(3), atol=1e-9)), key=lambda m: tuple(np.round(m, 6).ravel()))
+    rest = sorted(
+        (m for m in mats if not np.allclose(m, np.eye(3), atol=1e-9)),
+        key=lambda m: tuple(np.round(m, 6).ravel()),
+    )
     return np.stack(ident[:1] + rest)
 
 
@@ -214,9 +217,7 @@ def cone_mesh() -> SolidMesh:
     apex, centre = n, n + 1
     i = np.arange(n)
     j = (i + 1) % n
-    faces = np.concatenate(
-        [np.stack([i, j, np.full(n, apex)], 1), np.stack([j, i, np.full(n, centre)], 1)]
-    )
+    faces = np.concatenate([np.stack([i, j, np.full(n, apex)], 1), np.stack([j, i, np.full(n, centre)], 1)])
     return SolidMesh(verts, faces.astype(np.int64), _colors(len(faces)))
 
 
@@ -278,8 +279,10 @@ def marked_sphere_mesh() -> SolidMesh:
     b = np.arctan2(c[:, 2], c[:, 0])  # angle along z
     front = c[:, 0] > 0
     arm, half_width = 0.45, 0.07
-    on_x = front & (np.maximum(abs(a), abs(b)) < arm) & (
-        (abs(a - b) < half_width * math.sqrt(2)) | (abs(a + b) < half_width * math.sqrt(2))
+    on_x = (
+        front
+        & (np.maximum(abs(a), abs(b)) < arm)
+        & ((abs(a - b) < half_width * math.sqrt(2)) | (abs(a + b) < half_width * math.sqrt(2)))
     )
     on_dot = front & (np.hypot(a, b - (arm + 0.2)) < 0.09)
     colors = _colors(len(faces))

@@ -170,13 +170,19 @@ def _doc(name, probes):
 
 
 DOCS = [
-    _doc("A", {"linear/full": {"top1": 0.5}, "rotation/full": {"r2_global": 0.25, "r2_per_output": 0.2}}),
+    _doc(
+        "A",
+        {
+            "linear/full": {"top1": 0.5},
+            "rotation/full": {"r2_global": 0.25, "r2_per_output": 0.2, Rp.BASELINE: 0.125},
+        },
+    ),
     _doc(
         "B",
         {
             "linear/full": {"top1": 0.4},
             "linear_agg_M3": {"top1": 0.6},
-            "rotation/full": {"r2_global": 0.5, "r2_per_output": 0.45},
+            "rotation/full": {"r2_global": 0.5, "r2_per_output": 0.45, Rp.BASELINE: 0.125},
             "color/full": {"r2_global": 0.9},
         },
     ),
@@ -188,12 +194,12 @@ def test_summary_table_prefers_and_drops_absent_columns():
     table = Rp.summary_table(DOCS, ["A", "B", "C"], top1=("linear_agg_M3", "linear/full"))
     lines = table.strip().splitlines()
     assert lines[0] == (
-        "| method | top-1 % | top-1 probe | rotation R² (global) | rotation R² (per-output) "
-        "| colour R² (global) |"
+        "| method | top-1 % | top-1 probe | rotation R² (global) | rotation R² (global) of predicting the "
+        "column means | rotation R² (per-output) | colour R² (global) |"
     )  # no translation column: no document has one
-    assert lines[2] == "| A | 50.00 | linear/full | 0.250 | 0.200 | – |"
-    assert lines[3] == "| B | 60.00 | linear_agg_M3 | 0.500 | 0.450 | 0.900 |"
-    assert lines[4] == "| C | 30.00 | linear/full | – | – | – |"
+    assert lines[2] == "| A | 50.00 | linear/full | 0.250 | 0.125 | 0.200 | – |"
+    assert lines[3] == "| B | 60.00 | linear_agg_M3 | 0.500 | 0.125 | 0.450 | 0.900 |"
+    assert lines[4] == "| C | 30.00 | linear/full | – | – | – | – |"
     with pytest.raises(ValueError, match="2 names for 3"):
         Rp.summary_table(DOCS, ["A", "B"])
 
@@ -209,6 +215,7 @@ def test_scatter_has_one_point_per_method_with_both_coordinates(tmp_path):
     assert len(ax.collections) == 2
     assert [tuple(c.get_offsets()[0]) for c in ax.collections] == [(0.25, 50.0), (0.5, 60.0)]
     assert [t.get_text() for t in ax.texts] == ["A (linear/full)", "B (linear_agg_M3)"]
+    assert [tuple(line.get_xdata()) for line in ax.lines] == [(0.125, 0.125)]  # one shared baseline
     path = Rp.plot_invariance_equivariance(pts, tmp_path / "s.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(ValueError, match="no points"):

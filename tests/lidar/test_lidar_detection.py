@@ -128,7 +128,6 @@ def tiny_dataset(tmp_path_factory):
 def test_detection_protocol_end_to_end(tiny_dataset, tmp_path, capsys):
     import argparse
 
-    from equivision.cli import main as cli_main  # noqa: F401  (UserError lives there)
     from equivision.ssl.lidar.commands import cmd_detect, register  # the `lidar` CLI group
 
     parser = argparse.ArgumentParser()

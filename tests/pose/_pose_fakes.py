@@ -30,7 +30,10 @@ class TinyConvBackbone(Backbone):
     def __init__(self) -> None:
         super().__init__("tiny_conv", 32, spatial=True)
         self.net = nn.Sequential(
-            nn.Conv2d(3, 16, 3, stride=2, padding=1), nn.ReLU(), nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.ReLU()
+            nn.Conv2d(3, 16, 3, stride=2, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(16, 32, 3, stride=2, padding=1),
+            nn.ReLU(),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -42,3 +45,22 @@ def tiny_head(**kw) -> dict:
     cfg = dict(lmax=2, sphere_fdim=8, f_hidden=4, so3_act_resolution=6, train_grid_level=1, eval_grid_level=2)
     cfg.update(kw)
     return cfg
+
+
+def register_tiny_backbone() -> str:
+    """Put :class:`TinyConvBackbone` in the backbone registry (once) so configs can name it."""
+    from equivision.backbones.factory import BACKBONES
+
+    name = "test_tiny_conv"
+    if name not in BACKBONES:
+        BACKBONES.register(
+            name, lambda low_res_stem=False, spatial=False, pretrained=False, **kw: _tiny(spatial)
+        )
+    return name
+
+
+def _tiny(spatial: bool) -> TinyConvBackbone:
+    b = TinyConvBackbone()
+    b.spatial = spatial
+    b.name = "test_tiny_conv"
+    return b

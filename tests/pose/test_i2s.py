@@ -108,4 +108,8 @@ def test_bad_inputs_are_rejected():
         build_pose_method("pose_ipdf", TinyConvBackbone())
     with pytest.raises(KeyError, match="unknown image-to-sphere lift"):
         PoseI2S(TinyConvBackbone(), tiny_head(lift="induced"), image_size=32)
-    assert I2SConfig().lmax == 6 and I2SConfig().eval_grid_level == 5 and math.isclose(I2SConfig().proj_sigma, 0.2)
+    assert (
+        I2SConfig().lmax == 6
+        and I2SConfig().eval_grid_level == 5
+        and math.isclose(I2SConfig().proj_sigma, 0.2)
+    )

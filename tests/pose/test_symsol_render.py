@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from _pose_fakes import tiny_symsol_config
 
 from equivision.renderers.symsol import (
     ChunkRenderer,
@@ -13,8 +14,6 @@ from equivision.renderers.symsol import (
     sample_rotation,
 )
 from equivision.renderers.symsol_shapes import symmetry_group
-
-from _pose_fakes import tiny_symsol_config
 
 
 def _tree(root):
@@ -41,7 +40,9 @@ def test_rotation_and_its_symmetric_equivalent_render_alike(renderer, shape, k):
     S = symmetry_group(shape)[k]
     a = renderer.render_view("train", shape, 3, rotation=R).astype(int)
     b = renderer.render_view("train", shape, 3, rotation=R @ S).astype(int)
-    other = renderer.render_view("train", shape, 3, rotation=sample_rotation(0, "train", shape, 4)).astype(int)
+    other = renderer.render_view("train", shape, 3, rotation=sample_rotation(0, "train", shape, 4)).astype(
+        int
+    )
     assert np.abs(a - b).mean() < 0.5  # same noise seed: equal up to a few edge pixels
     assert np.abs(a - other).mean() > 5 * max(np.abs(a - b).mean(), 0.1)  # a different pose does differ
     assert a.max() > 100  # the object is visible
@@ -51,11 +52,14 @@ def test_marked_tetrahedron_keeps_only_the_turns_about_its_red_face(renderer):
     for i in range(20):  # a view where the red face is visible
         R = sample_rotation(0, "train", "tetX", i)
         a = renderer.render_view("train", "tetX", i, rotation=R).astype(int)
-        if ((a[..., 0] > 2 * a[..., 1] + 40)).sum() > 20:
+        if (a[..., 0] > 2 * a[..., 1] + 40).sum() > 20:
             break
     else:
         pytest.fail("no view with the red face visible")
-    diffs = [np.abs(a - renderer.render_view("train", "tetX", i, rotation=R @ S)).mean() for S in symmetry_group("tet")[1:]]
+    diffs = [
+        np.abs(a - renderer.render_view("train", "tetX", i, rotation=R @ S)).mean()
+        for S in symmetry_group("tet")[1:]
+    ]
     alike = sum(d < 0.5 for d in diffs)
     assert alike == 2  # the two 120-degree turns about the red face's normal; the other 9 differ
     assert sorted(diffs)[2] > 2.0
@@ -116,3 +120,15 @@ def test_bad_settings_are_rejected(tmp_path):
         run_symsol_render(tiny_symsol_config(tmp_path, shapes=["tet", "torus"]), progress=False)
     with pytest.raises(ValueError, match="shard"):
         run_symsol_render(tiny_symsol_config(tmp_path), shard=2, num_shards=2, progress=False)
+
+
+def test_cli_render_symsol(tmp_path, capsys):
+    from equivision.cli import main
+
+    args = ["render", "symsol", "--out", str(tmp_path / "d"), "--shapes", "cube", "--train-per-shape", "1"]
+    args += ["--test-per-shape", "0", "--resolution", "16", "--spp", "1", "--variant", "scalar_rgb", "--no-progress"]
+    assert main(args) == 0
+    assert (tmp_path / "d" / "train" / "images" / "cube_00000.png").is_file()
+    assert not (tmp_path / "d" / "test" / "rotations.npz").exists()
+    assert "dataset complete: 1 train / 0 test" in capsys.readouterr().out
+    assert main(["render", "symsol", "--out", str(tmp_path / "e"), "--shapes", "torus"]) == 2

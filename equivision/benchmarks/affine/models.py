@@ -11,14 +11,15 @@ Networks" (ICLR 2024; official code ``mirceamironenco/rgenn``), written anew and
   orthonormal basis of the trace metric, the angle on the circle.
 * **Monte-Carlo group convolution.** Integrals over the group are sums over sampled elements:
   ``S`` Gaussian in the tangent space (isotropic, ``spd_std``; rgenn: log-normal SPD with variance
-  0.1, i.e. std ≈ 0.16 for ``S = ½·log P``) and ``θ`` equidistant over the full circle. Samples come
-  in ``(g, g⁻¹)`` pairs and are re-drawn every forward pass, also at inference (as rgenn's
+  0.1, i.e. std ≈ 0.16 for ``S = ½·log P``), optionally with its log-scale part uniform over
+  ``±scale_range``, and ``θ`` equidistant over ``rotation_range`` of the circle. Samples come in
+  ``(g, g⁻¹)`` pairs and are re-drawn every forward pass, also at inference (as rgenn's
   ``SamplingWrapper(sample_inference=True)``); pass a ``torch.Generator`` for reproducible draws.
 * **Kernels** are a SIREN (sine MLP, ``w0 = 10``) evaluated at the transformed offsets ``g⁻¹·q``
   (lifting layer) and at ``(g⁻¹·q, ξ⁻¹(g⁻¹h))`` (group convolution from input samples ``h`` to
   output samples ``g``), times a smooth radial mask on ``|g⁻¹·q|`` and ``1/|det g|``: with this
   factor the layers are exactly equivariant in the continuum, ``Φ(f∘A⁻¹)(x, g) = Φ(f)(A⁻¹x, A⁻¹g)``.
-* **Invariant pooling:** mean over group samples, maximum over space, then a small MLP classifier.
+* **Invariant pooling:** mean over group samples, maximum over space, then a linear classifier.
 
 Choices made against the official code (each documented where it is made):
 
@@ -36,7 +37,12 @@ Choices made against the official code (each documented where it is made):
 * the invariant pooling is the mean over group samples (a Monte-Carlo estimate of the integral
   over the sampling law, whose noise shrinks as 1/√K) then the maximum over space; rgenn takes the
   maximum over group samples, which keeps growing with K under an unbounded (log-normal) law;
-* 3 layers of width 8 by default (rgenn: 2 residual blocks of width 40) so that it trains on a CPU.
+* sized for a few CPU epochs (:class:`LGDConfig`): 3 layers of width 16 with 4 samples each (rgenn:
+  2 residual blocks of width 40, 10 samples), a linear classifier (rgenn: an MLP; on a few hundred
+  steps the MLP head stalled); by default the rotations cover ±45° (``rotation_range=0.25``; rgenn:
+  the full circle, which on this budget learns far slower) and the log-scale is uniform in ±0.3
+  (``scale_range``; rgenn: Gaussian), so the sampling law barely moves under the probe's scalings.
+  ``LGDConfig(rotation_range=1.0, scale_range=0.0)`` gives rgenn's sampling.
 """
 
 from __future__ import annotations
@@ -131,21 +137,40 @@ def sample_gl2_pairs(
     k: int,
     spd_std: float,
     generator: torch.Generator | None = None,
+    rotation_range: float = 1.0,
+    scale_range: float = 0.0,
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float32,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``k`` pairs ``(g, g⁻¹)`` of ``(k, 2, 2)`` GL⁺(2) elements ``g = exp(S)·R(θ)``.
 
     ``S`` has i.i.d. ``N(0, spd_std²)`` coordinates in the trace-orthonormal basis (so its law is
-    invariant under ``S ↦ R S Rᵀ``); ``θ_i = φ + 2πi/k`` with one uniform offset ``φ ∈ [0, 2π/k)``
-    (stratified, rotation-invariant in distribution). Drawn on the CPU from ``generator``.
+    invariant under ``S ↦ R S Rᵀ``); with ``scale_range = a > 0`` its isotropic part ``λ·I`` (the
+    log-scale) is instead stratified-uniform in ``[-a, a]``, so the law barely moves when the input
+    is scaled by ``e^δ`` with ``|δ| ≪ a``. ``θ_i = φ + 2π·r·i/k`` with one uniform offset
+    ``φ ∈ [0, 2π·r/k)`` (stratified; for ``rotation_range r = 1`` rotation-invariant in distribution;
+    ``r < 1`` covers ``[-π·r, π·r)``). Drawn on the CPU from ``generator``.
     """
     if k < 1:
         raise ValueError(f"need at least one group sample, got {k}")
+    if not 0 < rotation_range <= 1 or scale_range < 0:
+        raise ValueError(
+            f"need rotation_range in (0, 1] and scale_range >= 0, got {rotation_range}, {scale_range}"
+        )
     v = torch.randn(k, 3, generator=generator, dtype=torch.float64) * float(spd_std)
-    offset = torch.rand((), generator=generator, dtype=torch.float64) * (2 * math.pi / k)
-    theta = offset + torch.arange(k, dtype=torch.float64) * (2 * math.pi / k)
+    span = 2 * math.pi * rotation_range
+    offset = torch.rand((), generator=generator, dtype=torch.float64) * (span / k)
+    theta = (
+        offset
+        + torch.arange(k, dtype=torch.float64) * (span / k)
+        - (0.0 if rotation_range == 1 else span / 2)
+    )
     s = sym_from_coords(v)
+    if scale_range > 0:
+        strata = torch.randperm(k, generator=generator).to(torch.float64)
+        u = (strata + torch.rand(k, generator=generator, dtype=torch.float64)) / k
+        lam = scale_range * (2 * u - 1) - 0.5 * (s[:, 0, 0] + s[:, 1, 1])
+        s = s + lam[:, None, None] * torch.eye(2, dtype=torch.float64)
     g = _sym_fn(s, torch.exp) @ rotation_matrix(theta)
     g_inv = rotation_matrix(-theta) @ _sym_fn(-s, torch.exp)
     return g.to(device=device, dtype=dtype), g_inv.to(device=device, dtype=dtype)
@@ -180,6 +205,7 @@ class Siren(nn.Module):
             d = hidden
         self.body = nn.Sequential(*mods)
         self.out = nn.Linear(d, out_features)
+        nn.init.zeros_(self.out.bias)  # no constant (DC) part shared by a kernel's taps at init
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.out(self.body(x))
@@ -286,15 +312,23 @@ def _pool2(x: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class LGDConfig:
-    """Reference affine network size. Defaults sized for a 2-core CPU; rgenn: width 40, 10 samples."""
+    """Reference affine network size and group sampling. Defaults sized for a few CPU epochs on the
+    digits (rgenn: width 40, 10 samples, full circle, Gaussian log-scale, 50 epochs on a GPU)."""
 
-    width: int = 8
-    num_samples: int = 8
+    width: int = 16
+    num_samples: int = 4
     kernel_size: int = 5
     group_layers: int = 2
     spd_std: float = 0.16
     siren_hidden: int = 32
     siren_w0: float = 10.0
+    rotation_range: float = 0.25  # fraction of the circle the SO(2) samples cover (1: all of it, rgenn)
+    scale_range: float = 0.3  # > 0: log-scale stratified-uniform in [-a, a] (0: Gaussian, as rgenn)
+    group_pool: str = "mean"  # "mean" or "max" over group samples before the max over space
+
+    def __post_init__(self) -> None:
+        if self.group_pool not in ("mean", "max"):
+            raise ValueError(f"group_pool must be 'mean' or 'max', got {self.group_pool!r}")
 
 
 class LGDNet(nn.Module):
@@ -310,7 +344,7 @@ class LGDNet(nn.Module):
             GroupConv(w, w, k, cfg.siren_hidden, cfg.siren_w0) for _ in range(cfg.group_layers)
         )
         self.norms = nn.ModuleList(nn.BatchNorm3d(w) for _ in range(cfg.group_layers + 1))
-        self.head = nn.Sequential(nn.Linear(w, 64), nn.GELU(), nn.Linear(64, num_classes))
+        self.head = nn.Linear(w, num_classes)
 
     def sample(
         self, num_samples: int | None = None, generator: torch.Generator | None = None
@@ -319,7 +353,15 @@ class LGDNet(nn.Module):
         p = next(self.parameters())
         k = num_samples or self.cfg.num_samples
         return [
-            sample_gl2_pairs(k, self.cfg.spd_std, generator, p.device, p.dtype)
+            sample_gl2_pairs(
+                k,
+                self.cfg.spd_std,
+                generator,
+                self.cfg.rotation_range,
+                self.cfg.scale_range,
+                p.device,
+                p.dtype,
+            )
             for _ in range(len(self.convs) + 1)
         ]
 
@@ -341,7 +383,8 @@ class LGDNet(nn.Module):
             if i < len(self.convs) - 1:
                 y = _pool2(y)
             y = F.gelu(self.norms[i + 1](y))
-        return y.mean(2).flatten(2).amax(-1)  # mean over group samples, max over space
+        pooled = y.amax(2) if self.cfg.group_pool == "max" else y.mean(2)
+        return pooled.flatten(2).amax(-1)  # over group samples, then max over space
 
     def forward(
         self, x: torch.Tensor, generator: torch.Generator | None = None, num_samples: int | None = None

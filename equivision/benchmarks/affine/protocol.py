@@ -47,7 +47,7 @@ class AffineProbeConfig:
     models: tuple[str, ...] = ("cnn", "cnn-aug", "lgd")
     epochs: int = 6
     batch_size: int = 64
-    lr: float = 2e-3
+    lr: float = 5e-3
     weight_decay: float = 0.0
     lgd: LGDConfig = field(default_factory=LGDConfig)
     lgd_eval_samples: int | None = None  # group samples at evaluation (default: training's)
@@ -128,6 +128,7 @@ def train_baseline(name: str, data: D.AffineData, cfg: AffineProbeConfig) -> tup
             sched.step()
     info = {
         "description": spec.description,
+        "chosen": {"lr": cfg.lr, "weight_decay": cfg.weight_decay},  # the fixed recipe, nothing selected
         "parameters": count_parameters(model),
         "train_seconds": round(time.perf_counter() - t0, 2),
         "epochs": cfg.epochs,
@@ -378,19 +379,19 @@ def plot_examples(data: D.AffineData, path, n: int = 8, copies: int = 8) -> Any:
     from equivision.benchmarks.report import _figure, _save
 
     xt = data.test_transformed[0]
-    k = (
-        min(copies, max(1, xt.shape[0] // max(1, data.test_centred[0].shape[0])))
-        if data.test_centred
-        else copies
-    )
-    n = min(n, xt.shape[0] // k)
+    centred = data.test_centred[0] if data.test_centred is not None else None
+    # generated sets are image-major (copies of one digit in a row); with the official files the
+    # row is simply the next images
+    k = min(copies, max(1, xt.shape[0] // centred.shape[0])) if centred is not None else copies
+    k = max(1, min(k, xt.shape[0]))
+    n = max(1, min(n, xt.shape[0] // k))
     fig = _figure(1.0 * (k + 1), 1.0 * n)
     axes = fig.subplots(n, k + 1, squeeze=False)
     for i in range(n):
         for j in range(k + 1):
             ax = axes[i][j]
-            if j == 0 and data.test_centred is not None:
-                img = data.test_centred[0][i, 0]
+            if j == 0 and centred is not None and i < centred.shape[0]:
+                img = centred[i, 0]
             elif j == 0:
                 ax.axis("off")
                 continue
@@ -517,3 +518,126 @@ def write_affine_report(
     if rot is not None:
         plots.append(rot)
     return {"doc": doc, "json": json_path, "markdown": md_path, "plots": plots, "summary": md}
+
+
+# ---------------------------------------------------------------------------- command
+
+
+def run_from_args(args: Any) -> int:
+    """``equivision probe affine``: load the data source, train the baselines, probe the backbone
+    (``--checkpoint``), write the report and print the summary table."""
+    import sys
+    from pathlib import Path
+
+    from equivision.benchmarks.commands import _csv, _user_error
+    from equivision.benchmarks.features import (
+        CheckpointError,
+        default_cache_dir,
+        find_run_dir,
+        load_backbone_checkpoint,
+        resolve_device,
+    )
+
+    try:
+        translation = None if args.translation == "fit" else float(args.translation)
+        ranges = D.AffineRanges(args.rotation, args.shear, tuple(args.scale), translation)
+    except ValueError as e:
+        raise _user_error(f"affine ranges: {e} (--translation is 'fit' or a fraction in [0, 1))") from None
+    models = () if args.models.strip() in ("", "none") else tuple(_csv(args.models))
+    device = resolve_device(args.device)
+    try:
+        cfg = AffineProbeConfig(
+            models=models,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            lgd=LGDConfig(
+                width=args.lgd_width,
+                num_samples=args.lgd_samples,
+                rotation_range=args.lgd_rotation_range,
+                scale_range=args.lgd_scale_range,
+            ),
+            lgd_eval_samples=args.lgd_eval_samples,
+            augment_ranges=ranges,
+            probe_epochs=args.probe_epochs,
+            probe_lr_grid=tuple(args.lr_grid),
+            holdout_fraction=args.holdout,
+            seed=args.seed,
+            device=str(device),
+            progress=True,
+        )
+    except (KeyError, ValueError) as e:
+        raise _user_error(str(e).strip("'\"")) from None
+    if not models and not args.checkpoint:
+        raise _user_error("nothing to measure: --models none and no --checkpoint")
+    backbone = record = None
+    run_dir = None
+    if args.checkpoint:
+        try:
+            backbone, record = load_backbone_checkpoint(args.checkpoint)
+        except (CheckpointError, FileNotFoundError, KeyError) as e:
+            raise _user_error(str(e)) from None
+        run_dir = find_run_dir(args.checkpoint)
+    opts = D.SourceOptions(
+        copies=args.copies,
+        ranges=ranges,
+        seed=args.seed,
+        limit_train=args.limit_train,
+        limit_test=args.limit_test,
+        hf_name=args.hf_name,
+        train_mat=args.train_mat,
+        test_mat=args.test_mat,
+        test_centred_mat=args.test_centred_mat,
+    )
+    try:
+        data = D.load_source(args.source, opts)
+    except KeyError as e:
+        raise _user_error(f"--source: {str(e).strip(chr(39))}") from None
+    except D.AffineDataError as e:
+        raise _user_error(str(e)) from None
+    print(f"affine: {data.name} {data.sizes()}", file=sys.stderr)
+    notes: list[str] = []
+    extra: dict[str, Any] = {}
+    if backbone is not None:
+        from equivision.data.schema import MEAN, STD
+
+        assert record is not None
+        size = args.image_size or record.get("input_size")
+        if not size:
+            raise _user_error("--image-size is required (the checkpoint record names no input_size)")
+        mean, std = record.get("mean"), record.get("std")
+        if not (mean and std):
+            mean, std = list(MEAN), list(STD)
+            notes.append(
+                f"the checkpoint record has no mean/std; normalised with the official {mean} / {std}"
+            )
+        cache_dir = None if args.no_cache else Path(args.cache_dir) if args.cache_dir else default_cache_dir()
+        extra = dict(
+            backbone=backbone,
+            record=record,
+            image_size=int(size),
+            mean=mean,
+            std=std,
+            cache_dir=cache_dir,
+            num_workers=args.workers,
+        )
+    results = run_affine_probe(data, cfg, **extra)
+    if record is not None:
+        method = str(record.get("method", "checkpoint"))
+        label = run_dir.name if run_dir else Path(args.checkpoint).resolve().parent.name
+        name, default_out = (
+            f"{method} ({label}) on {data.name}",
+            (
+                run_dir / "report" / "affine"
+                if run_dir
+                else Path("probe-results") / f"affine-{method}-{label}"
+            ),
+        )
+    else:
+        name, default_out = f"affine baselines on {data.name}", Path("probe-results") / f"affine-{data.name}"
+    out = Path(args.out) if args.out else default_out
+    ck = {k: v for k, v in (record or {}).items() if k != "config"}
+    rep = write_affine_report(results, data, cfg, out, name=name, checkpoint=ck, notes=notes)
+    print(rep["summary"])
+    print(f"wrote {rep['json']}, {rep['markdown']} and {len(rep['plots'])} plots", file=sys.stderr)
+    return 0

@@ -27,7 +27,13 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from equivision.ssl.pose.so3 import flat_wigner, s2_healpix_points, s2_irreps, so3_irreps, so3_near_identity_grid
+from equivision.ssl.pose.so3 import (
+    flat_wigner,
+    s2_healpix_points,
+    s2_irreps,
+    so3_irreps,
+    so3_near_identity_grid,
+)
 from equivision.utils.registry import Registry
 
 #: lift builders ``(in_channels, fmap_hw, cfg) -> nn.Module`` mapping (B, C, h, w) -> (B, F, (lmax+1)^2)
@@ -120,7 +126,9 @@ class S2Conv(nn.Module):
 
         self.weight = nn.Parameter(torch.empty(f_in, f_out, (lmax + 1) ** 2))
         nn.init.kaiming_uniform_(self.weight)
-        self.lin = o3.Linear(s2_irreps(lmax), so3_irreps(lmax), f_in=f_in, f_out=f_out, internal_weights=False)
+        self.lin = o3.Linear(
+            s2_irreps(lmax), so3_irreps(lmax), f_in=f_in, f_out=f_out, internal_weights=False
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.lin(x, weight=self.weight)
@@ -135,7 +143,9 @@ class SO3Conv(nn.Module):
 
         self.weight = nn.Parameter(torch.randn(f_in, f_out, kernel_grid.shape[1]))
         self.register_buffer("D", flat_wigner(lmax, *kernel_grid).float(), persistent=False)  # (n_k, so3_dim)
-        self.lin = o3.Linear(so3_irreps(lmax), so3_irreps(lmax), f_in=f_in, f_out=f_out, internal_weights=False)
+        self.lin = o3.Linear(
+            so3_irreps(lmax), so3_irreps(lmax), f_in=f_in, f_out=f_out, internal_weights=False
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         psi = torch.einsum("ni,xyn->xyi", self.D, self.weight) / self.D.shape[0] ** 0.5

@@ -98,7 +98,9 @@ class PoseI2S(nn.Module):
 
     Config = I2SConfig
 
-    def __init__(self, backbone: nn.Module, cfg: I2SConfig | Mapping | None = None, image_size: int = 224) -> None:
+    def __init__(
+        self, backbone: nn.Module, cfg: I2SConfig | Mapping | None = None, image_size: int = 224
+    ) -> None:
         super().__init__()
         if not getattr(backbone, "spatial", False):
             raise ValueError(
@@ -134,7 +136,9 @@ class PoseI2S(nn.Module):
         finally:
             backbone.train(was)
         if out.ndim != 4:
-            raise ValueError(f"the backbone must return (B, C, h, w) feature maps, got shape {tuple(out.shape)}")
+            raise ValueError(
+                f"the backbone must return (B, C, h, w) feature maps, got shape {tuple(out.shape)}"
+            )
         return int(out.shape[1]), (int(out.shape[2]), int(out.shape[3]))
 
     def train(self, mode: bool = True) -> PoseI2S:
@@ -160,22 +164,28 @@ class PoseI2S(nn.Module):
         """``(B, N)`` unnormalised log-probabilities of the grid rotations."""
         readout, _ = self.grid(level)
         coeffs = coeffs.float()
-        return torch.cat([coeffs @ readout[s : s + chunk].T for s in range(0, readout.shape[0], chunk)], dim=1)
+        return torch.cat(
+            [coeffs @ readout[s : s + chunk].T for s in range(0, readout.shape[0], chunk)], dim=1
+        )
 
     # ------------------------------------------------------------------ forward
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """SO(3) coefficients; under autocast only the backbone runs in reduced precision (the
+        harmonic transforms and the grid read-out stay in float32)."""
         if self.cfg.freeze_backbone:
             with torch.no_grad():
                 fmap = self.backbone(images)
         else:
             fmap = self.backbone(images)
-        return self.head(fmap.float())
+        with torch.autocast(device_type=fmap.device.type, enabled=False):
+            return self.head(fmap.float())
 
     def loss(self, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         coeffs = self(batch["image"])
         level = self.cfg.train_grid_level
-        logits = self.grid_logits(coeffs, level)
+        with torch.autocast(device_type=coeffs.device.type, enabled=False):
+            logits = self.grid_logits(coeffs, level)
         _, rotations = self.grid(level)
         target = nearest_rotation_index(batch["rotation"].to(rotations.device), rotations)
         loss = nn.functional.cross_entropy(logits, target)
@@ -185,7 +195,9 @@ class PoseI2S(nn.Module):
         return {"loss": loss, "grid_error_deg": err.detach()}
 
     @torch.no_grad()
-    def probabilities(self, images: torch.Tensor, level: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def probabilities(
+        self, images: torch.Tensor, level: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Softmax over the grid of ``level`` (default ``cfg.eval_grid_level``) and its rotations."""
         level = self.cfg.eval_grid_level if level is None else level
         probs = torch.softmax(self.grid_logits(self(images), level), dim=1)

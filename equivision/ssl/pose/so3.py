@@ -103,7 +103,9 @@ def flat_wigner(lmax: int, alpha: torch.Tensor, beta: torch.Tensor, gamma: torch
     (the e3nn layout; a locally supported SO(3) filter on these points is ``w @ flat_wigner``)."""
     from e3nn import o3
 
-    return torch.cat([(2 * l + 1) ** 0.5 * o3.wigner_D(l, alpha, beta, gamma).flatten(-2) for l in range(lmax + 1)], -1)
+    return torch.cat(
+        [(2 * l + 1) ** 0.5 * o3.wigner_D(l, alpha, beta, gamma).flatten(-2) for l in range(lmax + 1)], -1
+    )
 
 
 def readout_wigner(lmax: int, rotations: torch.Tensor) -> torch.Tensor:
@@ -113,7 +115,9 @@ def readout_wigner(lmax: int, rotations: torch.Tensor) -> torch.Tensor:
 
     R = rotations.detach().to(torch.float64)
     angles = o3.matrix_to_angles(R)
-    out = [(2 * l + 1) ** 0.5 * o3.wigner_D(l, *angles).transpose(-1, -2).flatten(-2) for l in range(lmax + 1)]
+    out = [
+        (2 * l + 1) ** 0.5 * o3.wigner_D(l, *angles).transpose(-1, -2).flatten(-2) for l in range(lmax + 1)
+    ]
     return torch.cat(out, -1).float()
 
 
@@ -187,8 +191,18 @@ def rotation_trace(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def geodesic_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Angle (radians) of ``a @ b^T``: ``arccos((tr - 1) / 2)``, clamped."""
-    return torch.arccos(((rotation_trace(a, b) - 1) / 2).clamp(-1.0, 1.0))
+    """Angle (radians) of ``a @ b^T`` (broadcast over leading dimensions).
+
+    Computed as ``2 asin(|a - b|_F / sqrt(8))``, equal to ``arccos((tr(a b^T) - 1) / 2)`` for exact
+    rotations but accurate near 0: with float32 matrices the trace form reads 0.01-0.03 degrees
+    between a rotation and itself.
+    """
+    return chord_to_angle(((a - b) ** 2).sum((-1, -2)))
+
+
+def chord_to_angle(squared_frobenius: torch.Tensor) -> torch.Tensor:
+    """Rotation angle from ``|a - b|_F^2 = 8 sin^2(angle / 2)``."""
+    return 2 * torch.asin((squared_frobenius.clamp_min(0).sqrt() / math.sqrt(8)).clamp(max=1.0))
 
 
 def nearest_rotation_index(query: torch.Tensor, grid: torch.Tensor, chunk: int = 1 << 18) -> torch.Tensor:

@@ -176,7 +176,14 @@ def validate_pose_config(cfg: DictConfig) -> None:
     one_of("precision", cfg.precision, PRECISIONS)
     one_of("data.label", cfg.data.label, LABELS)
     one_of("eval.split", cfg.eval.split, SPLITS)
-    for key in ("data.batch_size", "data.image_size", "epochs", "log_every", "optim.step_epochs", "eval.batch_size"):
+    for key in (
+        "data.batch_size",
+        "data.image_size",
+        "epochs",
+        "log_every",
+        "optim.step_epochs",
+        "eval.batch_size",
+    ):
         if OmegaConf.select(cfg, key) < 1:
             raise ConfigError(f"{key}={OmegaConf.select(cfg, key)} must be a positive integer")
     for key in ("max_steps", "data.train_per_shape", "eval.per_shape"):
@@ -215,7 +222,9 @@ def build_pose_backbone(bcfg: Any, load_checkpoint_weights: bool = True) -> torc
     if bcfg.checkpoint:
         record, weights = read_backbone_record(bcfg.checkpoint)
         spec = record["backbone"]
-        backbone = build_backbone(spec["name"], low_res_stem=bool(spec.get("low_res_stem", False)), spatial=True)
+        backbone = build_backbone(
+            spec["name"], low_res_stem=bool(spec.get("low_res_stem", False)), spatial=True
+        )
         if load_checkpoint_weights:
             if not weights.is_file():
                 raise RunError(f"backbone weights {weights} do not exist")
@@ -224,7 +233,10 @@ def build_pose_backbone(bcfg: Any, load_checkpoint_weights: bool = True) -> torc
             backbone.load_state_dict(load_file(weights), strict=True)
         return backbone
     return build_backbone(
-        bcfg.name, low_res_stem=bcfg.low_res_stem, spatial=True, pretrained=bcfg.pretrained and load_checkpoint_weights
+        bcfg.name,
+        low_res_stem=bcfg.low_res_stem,
+        spatial=True,
+        pretrained=bcfg.pretrained and load_checkpoint_weights,
     )
 
 
@@ -236,7 +248,9 @@ def build_pose_model(cfg: DictConfig, load_backbone_weights: bool = True) -> tor
     return build_pose_method(cfg.method, backbone, head, image_size=cfg.data.image_size)
 
 
-def load_pose_model(run_dir: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, DictConfig]:
+def load_pose_model(
+    run_dir: str | os.PathLike, device: str | torch.device = "cpu"
+) -> tuple[torch.nn.Module, DictConfig]:
     """The trained model of a pose run folder (``checkpoints/model.safetensors``, strict, sha256
     checked) and its config."""
     from safetensors.torch import load_file
@@ -260,7 +274,9 @@ def load_pose_model(run_dir: str | os.PathLike, device: str | torch.device = "cp
 
 def _optimizer(params, o: Any) -> torch.optim.Optimizer:
     if o.name == "sgd":
-        return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov, weight_decay=o.weight_decay)
+        return torch.optim.SGD(
+            params, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov, weight_decay=o.weight_decay
+        )
     if o.name == "adam":
         return torch.optim.Adam(params, lr=o.lr, weight_decay=o.weight_decay)
     return torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay)
@@ -276,7 +292,9 @@ def epoch_batches(n: int, batch: int, seed: int, epoch: int, skip: int = 0) -> l
     return [perm[b * batch : (b + 1) * batch] for b in range(skip, n // batch)]
 
 
-def train_pose(cfg: Any, *, run_dir: str | os.PathLike | None = None, resume: bool = False, progress: bool = True) -> Path:
+def train_pose(
+    cfg: Any, *, run_dir: str | os.PathLike | None = None, resume: bool = False, progress: bool = True
+) -> Path:
     """Train ``cfg.method`` on the SYMSOL training split; returns the run folder.
 
     A folder that already holds ``last.pt`` is continued when ``resume`` is true or its saved config
@@ -290,15 +308,19 @@ def train_pose(cfg: Any, *, run_dir: str | os.PathLike | None = None, resume: bo
     cfg = cfg if isinstance(cfg, DictConfig) and OmegaConf.is_readonly(cfg) else load_pose_config(base=cfg)
     missing = [k for k in ("data.root",) if OmegaConf.is_missing(cfg.data, k.split(".")[1])]
     if missing:
-        raise ConfigError(f"required config value(s) not set: {', '.join(missing)} (e.g. data.root=/path/to/symsol)")
+        raise ConfigError(
+            f"required config value(s) not set: {', '.join(missing)} (e.g. data.root=/path/to/symsol)"
+        )
     rd = RunDir(Path(run_dir) if run_dir is not None else Path(cfg.out_dir) / default_run_name(cfg))
     model_done = (rd.checkpoints / "model.safetensors").is_file()
     if rd.last.is_file():
-        saved = OmegaConf.to_container(load_pose_config(rd.config), resolve=True) if rd.config.is_file() else {}
+        saved = (
+            OmegaConf.to_container(load_pose_config(rd.config), resolve=True) if rd.config.is_file() else {}
+        )
         if not resume and saved != OmegaConf.to_container(cfg, resolve=True):
             raise RunError(
-                f"{rd.path} already holds a run with a different config; pass --resume to continue it with the "
-                "new values, or choose another run_name / out_dir"
+                f"{rd.path} already holds a run with a different config; pass --resume to continue it "
+                "with the new values, or choose another run_name / out_dir"
             )
     dev = resolve_device(cfg.device)
     bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and dev.type == "cuda")
@@ -308,8 +330,14 @@ def train_pose(cfg: Any, *, run_dir: str | os.PathLike | None = None, resume: bo
     )
     steps_per_epoch = len(dataset) // d.batch_size
     if steps_per_epoch == 0:
-        raise ConfigError(f"the training split has {len(dataset)} images, fewer than data.batch_size={d.batch_size}")
-    total = steps_per_epoch * cfg.epochs if cfg.max_steps is None else min(cfg.max_steps, steps_per_epoch * cfg.epochs)
+        raise ConfigError(
+            f"the training split has {len(dataset)} images, fewer than data.batch_size={d.batch_size}"
+        )
+    total = (
+        steps_per_epoch * cfg.epochs
+        if cfg.max_steps is None
+        else min(cfg.max_steps, steps_per_epoch * cfg.epochs)
+    )
 
     torch.manual_seed(stable_int(cfg.seed, "pose-init", bits=63))
     model = build_pose_model(cfg).to(dev)
@@ -354,7 +382,9 @@ def train_pose(cfg: Any, *, run_dir: str | os.PathLike | None = None, resume: bo
 
     if state["step"] == 0:
         checkpoint()
-    bar = tqdm(total=total, initial=state["step"], desc=f"pose {cfg.method}", unit="step", disable=not progress)
+    bar = tqdm(
+        total=total, initial=state["step"], desc=f"pose {cfg.method}", unit="step", disable=not progress
+    )
     autocast = torch.autocast(device_type=dev.type, dtype=torch.bfloat16) if bf16 else nullcontext()
     try:
         while state["step"] < total:
@@ -363,7 +393,11 @@ def train_pose(cfg: Any, *, run_dir: str | os.PathLike | None = None, resume: bo
             # an own generator, so worker seeding does not consume the global RNG (resume == no stop)
             gen = torch.Generator().manual_seed(stable_int(cfg.seed, "pose-workers", state["epoch"], bits=63))
             loader = DataLoader(
-                dataset, batch_sampler=batches, num_workers=d.workers, pin_memory=dev.type == "cuda", generator=gen
+                dataset,
+                batch_sampler=batches,
+                num_workers=d.workers,
+                pin_memory=dev.type == "cuda",
+                generator=gen,
             )
             model.train()
             sums, n, t_epoch = {}, 0, time.perf_counter()
