@@ -21,6 +21,7 @@ GROUPS: dict[str, tuple[str, str]] = {
     "probe": ("equivision.benchmarks.commands", "evaluate a checkpoint with the probes"),
     "checkpoints": ("equivision.checkpoints.commands", "list, download, export released weights"),
     "bench": ("equivision.benchmarks.speed_commands", "speed benchmarks (render, train, loader)"),
+    "pose": ("equivision.benchmarks.pose_commands", "train and evaluate SO(3) pose heads (SYMSOL)"),
 }
 
 

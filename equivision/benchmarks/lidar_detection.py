@@ -349,8 +349,8 @@ class DetectionConfig:
     augment: bool = True
     freeze_encoder: bool = False
     thresholds: list[float] = field(default_factory=lambda: [0.5, 0.7])
-    score_threshold: float = 0.1
-    top_k: int = 50
+    score_threshold: float = 0.01  # low: AP integrates over the whole score ranking
+    top_k: int = 100
     seed: int = 0
     device: str = "auto"
     out: str = "runs/lidar_detection"

@@ -126,7 +126,8 @@ def test_cli_render_symsol(tmp_path, capsys):
     from equivision.cli import main
 
     args = ["render", "symsol", "--out", str(tmp_path / "d"), "--shapes", "cube", "--train-per-shape", "1"]
-    args += ["--test-per-shape", "0", "--resolution", "16", "--spp", "1", "--variant", "scalar_rgb", "--no-progress"]
+    args += ["--test-per-shape", "0", "--resolution", "16", "--spp", "1", "--variant", "scalar_rgb"]
+    args += ["--no-progress"]
     assert main(args) == 0
     assert (tmp_path / "d" / "train" / "images" / "cube_00000.png").is_file()
     assert not (tmp_path / "d" / "test" / "rotations.npz").exists()

@@ -42,6 +42,10 @@ def register(group_parser: argparse.ArgumentParser) -> None:
     d.add_argument("--lr", type=float, default=1e-3)
     d.add_argument("--freeze-encoder", action="store_true", help="train the head only")
     d.add_argument("--thresholds", default="0.5,0.7", help="IoU thresholds")
+    d.add_argument(
+        "--score-threshold", type=float, default=0.01, help="keep detections scoring at least this"
+    )
+    d.add_argument("--top-k", type=int, default=100, help="at most this many detections per scan")
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--device", default="auto")
     d.add_argument("--out", default="runs/lidar_detection", help="folder for results.json / results.md")
@@ -97,6 +101,8 @@ def cmd_detect(args: argparse.Namespace) -> int:
         lr=args.lr,
         freeze_encoder=args.freeze_encoder,
         thresholds=_floats(args.thresholds, "--thresholds"),
+        score_threshold=args.score_threshold,
+        top_k=args.top_k,
         seed=args.seed,
         device=args.device,
         out=args.out,
