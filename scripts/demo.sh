@@ -11,7 +11,7 @@ OBJECTS="${DEMO_OBJECTS:-12}"      # per class (15 procedural classes)
 VIEWS="${DEMO_VIEWS:-8}"           # per object
 RES="${DEMO_RES:-64}"
 EPOCHS="${DEMO_EPOCHS:-25}"
-PROBE_EPOCHS="${DEMO_PROBE_EPOCHS:-100}"
+PROBE_EPOCHS="${DEMO_PROBE_EPOCHS:-50}"
 DATA="$OUT/data"
 mkdir -p "$OUT"
 t0=$(date +%s)

@@ -100,3 +100,4 @@ from equivision.ssl import simclr as _simclr  # noqa: E402, F401
 from equivision.ssl import vicreg as _vicreg  # noqa: E402, F401
 from equivision.ssl import seqjepa as _seqjepa  # noqa: E402, F401
 from equivision.ssl import equicaps as _equicaps  # noqa: E402, F401
+from equivision.ssl.lidar import method as _lidar  # noqa: E402, F401

@@ -129,7 +129,8 @@ def test_resolved_config_round_trips(tmp_path: Path) -> None:
         cfg.optim.lr = 1.0
 
 
-RECIPE_FILES = sorted(RECIPES.glob("*/*.yaml"))
+# lidar/ recipes are read by `equivision lidar pretrain` (their own config, tested in tests/lidar)
+RECIPE_FILES = sorted(p for p in RECIPES.glob("*/*.yaml") if p.parent.name != "lidar")
 
 
 def test_recipes_exist() -> None:
