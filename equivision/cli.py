@@ -22,7 +22,10 @@ GROUPS: dict[str, tuple[str, str]] = {
     "checkpoints": ("equivision.checkpoints.commands", "list, download, export released weights"),
     "bench": ("equivision.benchmarks.speed_commands", "speed benchmarks (render, train, loader)"),
     "pose": ("equivision.benchmarks.pose_commands", "train and evaluate SO(3) pose heads (SYMSOL)"),
-    "lidar": ("equivision.ssl.lidar.commands", "LiDAR pretraining (E-SSL3D-style) and the BEV detection probe"),
+    "lidar": (
+        "equivision.ssl.lidar.commands",
+        "LiDAR pretraining (E-SSL3D-style) and the BEV detection probe",
+    ),
 }
 
 

@@ -48,7 +48,6 @@ done
 
 echo "== 5/5 results"
 $BIN/equivision probe compare "$OUT/probes/sie/results.json" "$OUT/probes/vicreg/results.json" --names SIE,VICReg --out "$OUT/compare"
-cat "$OUT/compare/"*.md
 t1=$(date +%s)
 cat <<MSG
 

@@ -95,9 +95,9 @@ def build_method(name: str, backbone: Backbone, cfg: Any = None) -> Method:
 
 
 # register the built-in methods (they import METHODS from this module, hence at the end)
+from equivision.ssl import equicaps as _equicaps  # noqa: E402, F401
+from equivision.ssl import seqjepa as _seqjepa  # noqa: E402, F401
 from equivision.ssl import sie as _sie  # noqa: E402, F401
 from equivision.ssl import simclr as _simclr  # noqa: E402, F401
 from equivision.ssl import vicreg as _vicreg  # noqa: E402, F401
-from equivision.ssl import seqjepa as _seqjepa  # noqa: E402, F401
-from equivision.ssl import equicaps as _equicaps  # noqa: E402, F401
 from equivision.ssl.lidar import method as _lidar  # noqa: E402, F401

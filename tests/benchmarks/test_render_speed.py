@@ -46,7 +46,9 @@ def test_views_equal_the_cycles_benchmark_views():
     theirs = b3.sample_views(3, 0)
     for ours, t in zip(official_views(3, 0), theirs, strict=True):
         assert ours.angles == pytest.approx(t["angles"]) and ours.light_phi == pytest.approx(t["spot_phi"])
-        assert ours.floor_rgb == pytest.approx(t["floor_rgb"]) and ours.light_rgb == pytest.approx(t["spot_rgb"])
+        assert ours.floor_rgb == pytest.approx(t["floor_rgb"]) and ours.light_rgb == pytest.approx(
+            t["spot_rgb"]
+        )
 
 
 def test_bench_mitsuba_reports_speed_and_noise():
@@ -64,8 +66,13 @@ def test_report_ratios_against_cycles(tmp_path):
     ]
     rep = write_report(res, tmp_path / "b.json", {"x": 1})
     assert rep["ratios"] == [
-        {"resolution": 256, "speedup_vs_cycles": 8.0, "noise_mitsuba": 0.35, "noise_cycles": 0.4,
-         "equal_or_lower_noise": True}
+        {
+            "resolution": 256,
+            "speedup_vs_cycles": 8.0,
+            "noise_mitsuba": 0.35,
+            "noise_cycles": 0.4,
+            "equal_or_lower_noise": True,
+        }
     ]
     assert json.loads((tmp_path / "b.json").read_text())["ratios"][0]["speedup_vs_cycles"] == 8.0
     assert "| cycles bproc | 256 | 100 | 4.000 | 0.25 | 0.40 |" in format_table(res)

@@ -226,4 +226,6 @@ def test_render_passes_data_check_and_reads_back(reference_render, capsys):
     assert list(ds.classes) == sorted(TINY_CLASSES) and ds.views_per_object == 3
     c, o = np.load(out / "val_images.npy")[0].strip("/").split("/")
     view = int(item["views"][0])
-    np.testing.assert_allclose(item["latents"][0].numpy(), np.load(out / c / o / f"latent_{view}.npy"), rtol=1e-6)
+    np.testing.assert_allclose(
+        item["latents"][0].numpy(), np.load(out / c / o / f"latent_{view}.npy"), rtol=1e-6
+    )

@@ -158,7 +158,9 @@ def _gather_worker_full(rank: int, world: int, init_file: str, queue, full: torc
 @pytest.mark.parametrize("n,d", [(8, 32), (64, 16), (5, 5)])
 def test_covariance_without_dxd_matrix_equals_direct_form(n, d):
     """The Gram-matrix computation (used when N < D) equals Σ_{i≠j} C_ij² / D, value and gradient."""
-    z = torch.randn(n, d, dtype=torch.float64, generator=torch.Generator().manual_seed(n * d), requires_grad=True)
+    z = torch.randn(
+        n, d, dtype=torch.float64, generator=torch.Generator().manual_seed(n * d), requires_grad=True
+    )
     zc = z - z.mean(0)
     direct = off_diagonal(zc.T @ zc / (n - 1)).pow(2).sum() / d
     fast = covariance_loss(z)
