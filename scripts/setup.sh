@@ -9,9 +9,13 @@ cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
 EXTRAS="${EXTRAS:-dev,denoise}"
 
-have_llvm() {
-  ls /usr/lib/*/libLLVM-1[6-9]*.so* /usr/lib/*/libLLVM.so.1[6-9]* /usr/lib/*/libLLVM-2[0-9]*.so* \
-     /usr/lib/llvm-1[6-9]/lib/libLLVM*.so* /usr/lib/llvm-2[0-9]/lib/libLLVM*.so* >/dev/null 2>&1
+have_llvm() {  # any libLLVM >= 16 where Mitsuba's variant finder looks
+  local p
+  for p in /usr/lib/*/libLLVM-1[6-9]*.so* /usr/lib/*/libLLVM.so.1[6-9]* /usr/lib/*/libLLVM-2[0-9]*.so* \
+           /usr/lib/llvm-1[6-9]/lib/libLLVM*.so* /usr/lib/llvm-2[0-9]/lib/libLLVM*.so*; do
+    [ -e "$p" ] && return 0
+  done
+  return 1
 }
 
 if have_llvm || [ -n "${DRJIT_LIBLLVM_PATH:-}" ]; then
