@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from equivision.renderers.jobs import lock_settings
 from equivision.renderers.meshes.base import MeshLoadError, build_mesh_source
 from equivision.renderers.postprocess import TONEMAPS, denoise, denoise_available, encode_jpeg, to_uint8
 from equivision.renderers.sampling import noise_seed, sample_view
@@ -208,24 +209,8 @@ def plan_objects(source, max_objects: int | None) -> list[tuple[str, str]]:
     return out
 
 
-def _lock_settings(out: Path, cfg: RenderConfig) -> None:
-    """Refuse to mix renders made with different settings in one folder."""
-    path = out / STATE_DIR / "settings.json"
-    key = json.loads(json.dumps(cfg.content_key()))
-    if path.exists():
-        old = json.loads(path.read_text())
-        if old != key:
-            diff = [
-                f"{k}: {old.get(k)!r} -> {key.get(k)!r}"
-                for k in sorted(set(old) | set(key))
-                if old.get(k) != key.get(k)
-            ]
-            raise ValueError(
-                f"{out} was rendered with other settings ({'; '.join(diff)}); "
-                "use the same settings to resume, or another output folder"
-            )
-    else:
-        atomic_write_json(path, key)
+def _lock_settings(out: Path, cfg) -> None:
+    lock_settings(out, cfg.content_key())
 
 
 def run_render(

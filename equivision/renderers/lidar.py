@@ -40,6 +40,7 @@ from equivision.data.kitti import (
     write_frame,
     write_poses,
 )
+from equivision.renderers.jobs import lock_settings
 from equivision.renderers.lidar_scene import LidarCaster, LidarSceneSettings, LidarSensor, plan_scene
 from equivision.renderers.meshes.base import MeshLoadError, build_mesh_source
 from equivision.utils.io import atomic_write_json, atomic_write_text
@@ -211,24 +212,8 @@ class LidarJobSummary:
         return "\n".join(lines)
 
 
-def _lock_settings(out: Path, cfg: LidarRenderConfig) -> None:
-    """Refuse to mix renders made with different settings in one folder."""
-    path = out / STATE_DIR / "settings.json"
-    key = json.loads(json.dumps(cfg.content_key()))
-    if path.exists():
-        old = json.loads(path.read_text())
-        if old != key:
-            diff = [
-                f"{k}: {old.get(k)!r} -> {key.get(k)!r}"
-                for k in sorted(set(old) | set(key))
-                if old.get(k) != key.get(k)
-            ]
-            raise ValueError(
-                f"{out} was rendered with other settings ({'; '.join(diff)}); "
-                "use the same settings to resume, or another output folder"
-            )
-    else:
-        atomic_write_json(path, key)
+def _lock_settings(out: Path, cfg) -> None:
+    lock_settings(out, cfg.content_key())
 
 
 def run_lidar_render(

@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+from equivision.renderers.jobs import lock_settings
 from equivision.renderers.postprocess import TONEMAPS, to_uint8
 from equivision.renderers.symsol_shapes import (
     CONTINUOUS_STEPS,
@@ -389,24 +390,8 @@ class SymsolSummary:
         return "\n".join(lines)
 
 
-def _lock_settings(out: Path, cfg: SymsolRenderConfig) -> None:
-    """Refuse to mix renders made with different settings in one folder."""
-    path = out / STATE_DIR / "settings.json"
-    key = json.loads(json.dumps(cfg.content_key()))
-    if path.exists():
-        old = json.loads(path.read_text())
-        if old != key:
-            diff = [
-                f"{k}: {old.get(k)!r} -> {key.get(k)!r}"
-                for k in sorted(set(old) | set(key))
-                if old.get(k) != key.get(k)
-            ]
-            raise ValueError(
-                f"{out} was rendered with other settings ({'; '.join(diff)}); "
-                "use the same settings to resume, or another output folder"
-            )
-    else:
-        atomic_write_json(path, key)
+def _lock_settings(out: Path, cfg) -> None:
+    lock_settings(out, cfg.content_key())
 
 
 def run_symsol_render(
