@@ -39,6 +39,7 @@ class BenchResult:
     noise_sigma: float
     views: int
     other_cores: float | None = None
+    round: int = 0
 
 
 def official_views(n: int, seed: int = 0) -> list:
@@ -193,41 +194,59 @@ def bench_cycles(
     )
 
 
+def compare_rounds(results: list[BenchResult]) -> list[dict]:
+    """Mitsuba vs Cycles per resolution. Each renderer's seconds per image is the median over
+    rounds of its per-round medians; per-round ratios are listed too (same round = the machine in
+    the same state). Noise is deterministic (fixed seeds), so it is taken from the first round."""
+    ratios = []
+    for res in sorted({r.resolution for r in results if r.renderer == "mitsuba"}):
+        mine = [r for r in results if r.renderer == "mitsuba" and r.resolution == res]
+        peer = [r for r in results if r.renderer == "cycles" and r.resolution == res]
+        if not peer:
+            continue
+        m_s = statistics.median(r.seconds_per_image for r in mine)
+        c_s = statistics.median(r.seconds_per_image for r in peer)
+        per_round = []
+        for m in mine:
+            c = next((p for p in peer if p.round == m.round), None)
+            if c is not None:
+                per_round.append(c.seconds_per_image / m.seconds_per_image)
+        noise_m, noise_c = mine[0].noise_sigma, peer[0].noise_sigma
+        ratios.append(
+            {
+                "resolution": res,
+                "speedup_vs_cycles": c_s / m_s,
+                "speedup_per_round": per_round,
+                "seconds_mitsuba": m_s,
+                "seconds_cycles": c_s,
+                "noise_mitsuba": noise_m,
+                "noise_cycles": noise_c,
+                "equal_or_lower_noise": noise_m <= noise_c + 1e-9,
+            }
+        )
+    return ratios
+
+
 def write_report(results: list[BenchResult], out: str | Path, meta: dict) -> dict:
     from equivision.utils.io import atomic_write_json
 
-    rows = [asdict(r) for r in results]
-    ratios = []
-    for r in results:
-        if r.renderer != "mitsuba":
-            continue
-        peer = next((p for p in results if p.renderer == "cycles" and p.resolution == r.resolution), None)
-        if peer:
-            ratios.append(
-                {
-                    "resolution": r.resolution,
-                    "speedup_vs_cycles": r.images_per_second / peer.images_per_second,
-                    "noise_mitsuba": r.noise_sigma,
-                    "noise_cycles": peer.noise_sigma,
-                    "equal_or_lower_noise": r.noise_sigma <= peer.noise_sigma + 1e-9,
-                }
-            )
-    report = {"meta": meta, "results": rows, "ratios": ratios}
+    report = {"meta": meta, "results": [asdict(r) for r in results], "ratios": compare_rounds(results)}
     atomic_write_json(out, report)
     return report
 
 
 def format_table(results: list[BenchResult]) -> str:
     head = (
-        "| renderer / setting | res | spp | s/img | img/s | noise σ (8-bit) | other cores |\n"
-        "|---|---|---|---|---|---|---|"
+        "| renderer / setting | round | res | spp | s/img | img/s | noise σ (8-bit) | other cores |\n"
+        "|---|---|---|---|---|---|---|---|"
     )
 
     def cores(r: BenchResult) -> str:
         return "" if r.other_cores is None or math.isnan(r.other_cores) else f"{r.other_cores:.2f}"
 
     rows = [
-        f"| {r.setting} | {r.resolution} | {r.spp} | {r.seconds_per_image:.3f} | {r.images_per_second:.2f} | "
+        f"| {r.setting} | {r.round + 1} | {r.resolution} | {r.spp} | {r.seconds_per_image:.3f} | "
+        f"{r.images_per_second:.2f} | "
         f"{r.noise_sigma:.2f} | {cores(r)} |"
         for r in results
     ]

@@ -7,6 +7,7 @@ import argparse
 import importlib
 import json
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 from equivision.utils.registry import Registry
@@ -45,6 +46,7 @@ class RenderBench:
     def add_arguments(p: argparse.ArgumentParser) -> None:
         p.add_argument("--res", default="64,128,256", help="comma-separated resolutions")
         p.add_argument("--spp", type=int, default=32)
+        p.add_argument("--aux-spp", type=int, default=16, help="samples per pixel of the albedo/normal pass")
         p.add_argument("--variant", default="auto")
         p.add_argument("--integrator", default="path", choices=["path", "direct"])
         p.add_argument("--max-depth", type=int, default=5)
@@ -53,6 +55,13 @@ class RenderBench:
         p.add_argument("--denoise", default="auto", choices=["auto", "on", "off"])
         p.add_argument("--tonemap", default="filmic", choices=["filmic", "srgb"])
         p.add_argument("--views", type=int, default=5, help="timed views per setting (median reported)")
+        p.add_argument(
+            "--rounds",
+            type=int,
+            default=1,
+            help="run Cycles and Mitsuba alternately this many times; ratios use the medians over rounds "
+            "(robust to the machine's speed drifting during the run)",
+        )
         p.add_argument("--mesh", default=None, help="an .obj path or a procedural class (default: chair)")
         p.add_argument(
             "--cycles-python",
@@ -84,30 +93,37 @@ class RenderBench:
         )
         if args.denoise == "on" and not denoise_available():
             raise UserError("--denoise on needs pyoidn")
+        if args.rounds < 1:
+            raise UserError("--rounds must be >= 1")
         results = []
         mesh = args.mesh
-        if args.cycles_python:
-            script = Path(args.cycles_script)
-            if not script.exists():
-                raise UserError(f"Cycles script not found: {script}")
-            mesh_dir = tempfile.mkdtemp(prefix="equivision_bench_meshes_")
-            for r in (int(x) for x in args.cycles_res.split(",")):
-                print(f"Cycles {r} px, {args.cycles_spp} spp ...", flush=True)
-                results.append(
-                    bench_cycles(args.cycles_python, str(script), r, args.cycles_spp, args.views, mesh_dir)
+        script = Path(args.cycles_script)
+        if args.cycles_python and not script.exists():
+            raise UserError(f"Cycles script not found: {script}")
+        mesh_dir = tempfile.mkdtemp(prefix="equivision_bench_meshes_")
+        for rnd in range(args.rounds):
+            if args.cycles_python:
+                for r in (int(x) for x in args.cycles_res.split(",")):
+                    tag = f"[round {rnd + 1}/{args.rounds}]"
+                    print(f"{tag} Cycles {r} px, {args.cycles_spp} spp ...", flush=True)
+                    res = bench_cycles(
+                        args.cycles_python, str(script), r, args.cycles_spp, args.views, mesh_dir
+                    )
+                    results.append(replace(res, round=rnd))
+                mesh = mesh or str(Path(mesh_dir) / "chair.obj")  # the very same geometry
+            for r in (int(x) for x in args.res.split(",")):
+                s = SceneSettings(
+                    resolution=r,
+                    spp=args.spp,
+                    aux_spp=args.aux_spp,
+                    integrator=args.integrator,
+                    max_depth=args.max_depth,
+                    sampler=args.sampler,
+                    sun=args.sun,
                 )
-            mesh = mesh or str(Path(mesh_dir) / "chair.obj")  # the very same geometry
-        for r in (int(x) for x in args.res.split(",")):
-            s = SceneSettings(
-                resolution=r,
-                spp=args.spp,
-                integrator=args.integrator,
-                max_depth=args.max_depth,
-                sampler=args.sampler,
-                sun=args.sun,
-            )
-            print(f"Mitsuba {choice.variant} {r} px, {args.spp} spp ...", flush=True)
-            results.append(bench_mitsuba(s, use_dn, args.tonemap, mesh, args.views))
+                tag = f"[round {rnd + 1}/{args.rounds}]"
+                print(f"{tag} Mitsuba {choice.variant} {r} px, {args.spp} spp ...", flush=True)
+                results.append(replace(bench_mitsuba(s, use_dn, args.tonemap, mesh, args.views), round=rnd))
         report = write_report(
             results, args.out, {"environment": environment(), "args": vars(args) | {"func": None}}
         )

@@ -42,6 +42,7 @@ def register(group: argparse.ArgumentParser) -> None:
     r = p.add_argument_group("renderer")
     r.add_argument("--resolution", type=int, default=256)
     r.add_argument("--spp", type=int, default=32, help="samples per pixel")
+    r.add_argument("--aux-spp", type=int, default=16, help="samples per pixel, albedo/normal pass")
     r.add_argument("--integrator", default="path", choices=INTEGRATORS)
     r.add_argument("--max-depth", type=int, default=5, help="path integrator depth (Cycles' 3 bounces = 5)")
     r.add_argument("--sampler", default="multijitter", choices=SAMPLERS)
@@ -105,6 +106,7 @@ def cmd_iebench(args: argparse.Namespace) -> int:
     scene = SceneSettings(
         resolution=args.resolution,
         spp=args.spp,
+        aux_spp=args.aux_spp,
         integrator=args.integrator,
         max_depth=args.max_depth,
         sampler=args.sampler,

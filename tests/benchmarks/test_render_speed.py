@@ -69,10 +69,31 @@ def test_report_ratios_against_cycles(tmp_path):
         {
             "resolution": 256,
             "speedup_vs_cycles": 8.0,
+            "speedup_per_round": [8.0],
+            "seconds_mitsuba": 0.5,
+            "seconds_cycles": 4.0,
             "noise_mitsuba": 0.35,
             "noise_cycles": 0.4,
             "equal_or_lower_noise": True,
         }
     ]
     assert json.loads((tmp_path / "b.json").read_text())["ratios"][0]["speedup_vs_cycles"] == 8.0
-    assert "| cycles bproc | 256 | 100 | 4.000 | 0.25 | 0.40 |" in format_table(res)
+    assert "| cycles bproc | 1 | 256 | 100 | 4.000 | 0.25 | 0.40 |" in format_table(res)
+
+
+def test_report_ratio_is_median_over_rounds_and_lists_each_round(tmp_path):
+    # the machine slowed down in round 2: both renderers took twice as long; round 3 Mitsuba hiccup
+    res = [
+        BenchResult("cycles", "c", 256, 100, 4.0, 0.25, 0.4, 5, round=0),
+        BenchResult("mitsuba", "m", 256, 64, 0.8, 1.25, 0.39, 5, round=0),
+        BenchResult("cycles", "c", 256, 100, 8.0, 0.125, 0.4, 5, round=1),
+        BenchResult("mitsuba", "m", 256, 64, 1.6, 0.625, 0.39, 5, round=1),
+        BenchResult("cycles", "c", 256, 100, 5.0, 0.2, 0.4, 5, round=2),
+        BenchResult("mitsuba", "m", 256, 64, 2.0, 0.5, 0.39, 5, round=2),
+    ]
+    (q,) = write_report(res, tmp_path / "b.json", {})["ratios"]
+    assert q["seconds_cycles"] == 5.0 and q["seconds_mitsuba"] == 1.6
+    assert q["speedup_vs_cycles"] == 5.0 / 1.6
+    assert q["speedup_per_round"] == [5.0, 5.0, 2.5]
+    assert q["equal_or_lower_noise"] is True
+    assert "| m | 3 | 256 | 64 | 2.000 |" in format_table(res)
