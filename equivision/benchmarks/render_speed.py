@@ -126,6 +126,11 @@ def bench_mitsuba(
         f"mitsuba {mi.variant()} {settings.integrator}"
         f"{f'(d{settings.max_depth})' if settings.integrator == 'path' else ''} {settings.sampler}"
         f" sun={settings.sun} {'oidn' if use_denoiser else 'no-denoise'} {tonemap} mesh={mesh_name}"
+        + (
+            f" refine={settings.refine_fraction:g}x+{settings.refine_spp}spp"
+            if settings.refine_fraction > 0
+            else f" aux={settings.aux_spp}spp"
+        )
     )
     return BenchResult(
         "mitsuba",

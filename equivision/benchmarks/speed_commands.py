@@ -47,6 +47,8 @@ class RenderBench:
         p.add_argument("--res", default="64,128,256", help="comma-separated resolutions")
         p.add_argument("--spp", type=int, default=32)
         p.add_argument("--aux-spp", type=int, default=16, help="samples per pixel of the albedo/normal pass")
+        p.add_argument("--refine-fraction", type=float, default=0.0, help="adaptive sampling")
+        p.add_argument("--refine-spp", type=int, default=256)
         p.add_argument("--variant", default="auto")
         p.add_argument("--integrator", default="path", choices=["path", "direct"])
         p.add_argument("--max-depth", type=int, default=5)
@@ -116,6 +118,8 @@ class RenderBench:
                     resolution=r,
                     spp=args.spp,
                     aux_spp=args.aux_spp,
+                    refine_fraction=args.refine_fraction,
+                    refine_spp=args.refine_spp,
                     integrator=args.integrator,
                     max_depth=args.max_depth,
                     sampler=args.sampler,

@@ -43,6 +43,13 @@ def register(group: argparse.ArgumentParser) -> None:
     r.add_argument("--resolution", type=int, default=256)
     r.add_argument("--spp", type=int, default=32, help="samples per pixel")
     r.add_argument("--aux-spp", type=int, default=16, help="samples per pixel, albedo/normal pass")
+    r.add_argument(
+        "--refine-fraction",
+        type=float,
+        default=0.0,
+        help="adaptive sampling: this share of pixels (edges, then the noisiest) gets --refine-spp more",
+    )
+    r.add_argument("--refine-spp", type=int, default=256, help="extra samples per refined pixel")
     r.add_argument("--integrator", default="path", choices=INTEGRATORS)
     r.add_argument("--max-depth", type=int, default=5, help="path integrator depth (Cycles' 3 bounces = 5)")
     r.add_argument("--sampler", default="multijitter", choices=SAMPLERS)
@@ -107,6 +114,8 @@ def cmd_iebench(args: argparse.Namespace) -> int:
         resolution=args.resolution,
         spp=args.spp,
         aux_spp=args.aux_spp,
+        refine_fraction=args.refine_fraction,
+        refine_spp=args.refine_spp,
         integrator=args.integrator,
         max_depth=args.max_depth,
         sampler=args.sampler,

@@ -57,6 +57,10 @@ class SceneSettings:
     soft_spot: bool = True
     aovs: bool = False  # also render albedo and normals (for the denoiser)
     aux_spp: int = 16  # samples per pixel of the albedo / normal pass
+    # adaptive sampling (renderers/adaptive.py): this share of the pixels (edges first, then the
+    # noisiest) gets refine_spp more samples; colour and guides then share their rays
+    refine_fraction: float = 0.0
+    refine_spp: int = 256
 
     def validate(self) -> None:
         if self.integrator not in INTEGRATORS:
@@ -69,6 +73,10 @@ class SceneSettings:
             raise ValueError(f"resolution must be in [8, 8192], got {self.resolution}")
         if self.spp < 1:
             raise ValueError(f"samples per pixel must be >= 1, got {self.spp}")
+        if not 0.0 <= self.refine_fraction <= 1.0:
+            raise ValueError(f"refine_fraction must be in [0, 1], got {self.refine_fraction}")
+        if self.refine_spp < 1:
+            raise ValueError(f"refine_spp must be >= 1, got {self.refine_spp}")
 
 
 @dataclass
@@ -93,7 +101,7 @@ def cone_sun_envmap(mi, width: int = 512):
     return mi.Bitmap(img)
 
 
-def _quietly(mi, fn):
+def quietly(mi, fn):
     """Run ``fn`` with Mitsuba's log level at Error (the sampler's rounding notice is expected)."""
     logger = mi.logger() if hasattr(mi, "logger") else mi.Thread.thread().logger()
     old = logger.log_level()
@@ -106,7 +114,7 @@ def _quietly(mi, fn):
 
 def effective_spp(mi, sampler: str, spp: int) -> int:
     """The sample count a Mitsuba sampler really uses for a requested ``spp``."""
-    return int(_quietly(mi, lambda: mi.load_dict({"type": sampler, "sample_count": spp})).sample_count())
+    return int(quietly(mi, lambda: mi.load_dict({"type": sampler, "sample_count": spp})).sample_count())
 
 
 class IEBenchScene:
@@ -176,7 +184,7 @@ class IEBenchScene:
                 "bitmap": envmap if envmap is not None else cone_sun_envmap(mi),
                 "to_world": T().rotate([1, 0, 0], 90),
             }  # the map's +Y pole -> world +Z
-        self.scene = _quietly(mi, lambda: mi.load_dict(d))
+        self.scene = quietly(mi, lambda: mi.load_dict(d))
         # samplers round some counts (multijitter: 32 -> 35): render with what the sampler uses
         self.spp = int(self.scene.sensors()[0].sampler().sample_count())
         self.params = mi.traverse(self.scene)
@@ -217,7 +225,9 @@ class IEBenchScene:
         # integrator: one intersection per sample), not from wrapping the path tracer, which
         # doubled the cost of every sample
         self.aux_integrator = (
-            self.mi.load_dict({"type": "aov", "aovs": "albedo:albedo,nn:sh_normal"}) if s.aovs else None
+            self.mi.load_dict({"type": "aov", "aovs": "albedo:albedo,nn:sh_normal"})
+            if s.aovs or s.refine_fraction > 0
+            else None
         )
         return self.mi.load_dict(cfg)
 
@@ -241,6 +251,8 @@ class IEBenchScene:
         mi = self.mi
         self.apply_view(view)
         jit = dr.is_jit_v(mi.Float)
+        if self.s.refine_fraction > 0:
+            return self._render_adaptive(seed, jit)
         img = mi.render(
             self.scene,
             integrator=self.integrator,
@@ -259,3 +271,24 @@ class IEBenchScene:
         )
         aux = np.array(aux, dtype=np.float32)
         return RenderOutput(color, aux[..., 0:3], aux[..., 3:6])
+
+    def _render_adaptive(self, seed: int, jit: bool) -> RenderOutput:
+        from equivision.renderers.adaptive import render_adaptive
+
+        if not jit:
+            raise ValueError(
+                "adaptive sampling (refine_fraction > 0) needs a JIT variant (llvm_ad_rgb or cuda_ad_rgb), "
+                f"not {self.mi.variant()}"
+            )
+        colour, albedo, normal = render_adaptive(
+            self.mi,
+            self.scene,
+            self.integrator,
+            self.aux_integrator,
+            self.spp,
+            seed,
+            self.s.sampler,
+            self.s.refine_fraction,
+            self.s.refine_spp,
+        )
+        return RenderOutput(colour, albedo, normal) if self.s.aovs else RenderOutput(colour)

@@ -1,0 +1,151 @@
+"""Adaptive sampling (renderers/adaptive.py): the pixel loop, the refinement order, determinism."""
+
+import numpy as np
+import pytest
+
+from equivision.renderers import adaptive as A
+from equivision.renderers.scene import SceneSettings
+
+
+def _llvm():
+    from equivision.renderers.variants import choose_variant, find_libllvm
+
+    if find_libllvm() is None:
+        pytest.skip("the llvm variant needs libLLVM >= 16")
+    choose_variant("llvm_ad_rgb")
+    import mitsuba as mi
+
+    return mi
+
+
+def _scene(mi, **kw):
+    from equivision.benchmarks.render_speed import load_bench_mesh, official_views
+    from equivision.renderers.scene import IEBenchScene
+
+    v, f, c, _ = load_bench_mesh("chair")
+    settings = SceneSettings(**({"resolution": 32, "spp": 16, "aovs": True} | kw))
+    scene = IEBenchScene(mi, settings, v, f, c)
+    view = official_views(1, 0)[0]
+    scene.apply_view(view)
+    return scene, view
+
+
+# ----------------------------------------------------------------- pure numpy parts
+
+
+def test_standard_error_matches_numpy():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(5, 9, 2))  # 5 pixels, 9 samples, 2 channels
+    sums, squares = x.sum(1), (x * x).sum(1)
+    expected = x.std(1, ddof=1) / 3.0
+    np.testing.assert_allclose(A.standard_error(sums, squares, 9), expected, rtol=1e-9)
+
+
+def test_dilate_grows_by_one_pixel_in_eight_directions():
+    m = np.zeros((5, 6), bool)
+    m[2, 3] = True
+    out = A.dilate(m.ravel(), 6, 5).reshape(5, 6)
+    expected = np.zeros((5, 6), bool)
+    expected[1:4, 2:5] = True
+    assert (out == expected).all()
+    corner = np.zeros((5, 6), bool)
+    corner[0, 0] = True
+    assert A.dilate(corner.ravel(), 6, 5).reshape(5, 6)[:2, :2].all()
+    assert A.dilate(corner.ravel(), 6, 5).sum() == 4
+
+
+def _stats(colour_samples, aux_samples):
+    """sums / squares laid out like sample_pixels: 3 colour channels then 6 guide channels."""
+    x = np.concatenate([colour_samples, aux_samples], axis=2)  # (P, n, 9)
+    return x.sum(1), (x * x).sum(1), x.shape[1]
+
+
+def test_refine_order_puts_edges_and_their_neighbours_first_then_noisy_pixels():
+    w, h, n = 4, 3, 8
+    rng = np.random.default_rng(1)
+    colour = np.full((w * h, n, 3), 0.5)
+    aux = np.full((w * h, n, 6), 0.3)
+    aux[0, : n // 2, :] = 0.9  # pixel 0 straddles an edge: its guides differ between samples
+    colour[11] += rng.normal(0, 0.2, size=(n, 3))  # pixel 11: noisy colour, flat guides
+    colour[7] += rng.normal(0, 0.05, size=(n, 3))  # pixel 7: a little noise
+    order = A.refine_order(*_stats(colour, aux), w, h)
+    edge_block = {0, 1, 4, 5}  # pixel 0 and its neighbours in a 4-wide image
+    assert set(order[:4].tolist()) == edge_block
+    assert order[4] == 11 and order[5] == 7
+    assert sorted(order.tolist()) == list(range(w * h))
+
+
+def test_refine_count_and_bad_fraction():
+    assert A.refine_count(256, 256, 0.1) == 6554
+    assert A.refine_count(10, 10, 0.0) == 0
+    with pytest.raises(ValueError, match="fraction"):
+        A.refine_count(10, 10, 1.5)
+    with pytest.raises(ValueError, match="refine_fraction"):
+        SceneSettings(refine_fraction=-0.1).validate()
+    with pytest.raises(ValueError, match="refine_spp"):
+        SceneSettings(refine_fraction=0.1, refine_spp=0).validate()
+
+
+# ----------------------------------------------------------------- with Mitsuba (llvm)
+
+
+def test_pixel_loop_reproduces_mitsuba_render():
+    mi = _llvm()
+    scene, _ = _scene(mi)
+    ref = np.array(mi.render(scene.scene, integrator=scene.integrator, spp=scene.spp, seed=7))[..., :3]
+    w = h = 32
+    its = [scene.integrator, scene.aux_integrator]
+    sums, squares, n = A.sample_pixels(mi, scene.scene, its, np.arange(w * h), scene.spp, 7, "multijitter")
+    assert n == scene.spp and sums.shape == (w * h, 9)
+    np.testing.assert_allclose((sums[:, :3] / n).reshape(h, w, 3), ref, atol=1e-5)
+    albedo = (sums[:, 3:6] / n).reshape(h, w, 3)
+    assert albedo.min() >= 0 and albedo.max() <= 1 and albedo.std() > 0
+
+
+def test_refined_pixels_get_more_samples_and_less_noise():
+    mi = _llvm()
+    scene, view = _scene(mi, spp=4, refine_fraction=0.25, refine_spp=64)
+    plain, _ = _scene(mi, spp=4)
+    a, b = scene.render(view, 1).color, scene.render(view, 2).color
+    pa, pb = plain.render(view, 1).color, plain.render(view, 2).color
+    sums, squares, n = A.sample_pixels(
+        mi, plain.scene, [plain.integrator, plain.aux_integrator], np.arange(32 * 32), 4, 1, "multijitter"
+    )
+    chosen = A.refine_order(sums, squares, n, 32, 32)[: A.refine_count(32, 32, 0.25)]
+    diff = (a - b).reshape(-1, 3)[chosen]
+    diff_plain = (pa - pb).reshape(-1, 3)[chosen]
+    assert np.sqrt((diff**2).mean()) < 0.5 * np.sqrt((diff_plain**2).mean())
+    untouched = np.setdiff1d(np.arange(32 * 32), chosen)
+    np.testing.assert_allclose(a.reshape(-1, 3)[untouched], pa.reshape(-1, 3)[untouched], atol=1e-6)
+
+
+def test_adaptive_render_is_deterministic_across_thread_counts():
+    mi = _llvm()
+    import drjit as dr
+
+    scene, view = _scene(mi, spp=9, refine_fraction=0.2, refine_spp=32)
+    old = dr.thread_count()
+    try:
+        dr.set_thread_count(1)
+        one = scene.render(view, 5)
+        dr.set_thread_count(2)
+        two = scene.render(view, 5)
+    finally:
+        dr.set_thread_count(old)
+    for x, y in ((one.color, two.color), (one.albedo, two.albedo), (one.normal, two.normal)):
+        assert np.array_equal(x, y)
+    assert not np.array_equal(scene.render(view, 6).color, one.color)
+
+
+def test_adaptive_sampling_refuses_the_scalar_variant():
+    from equivision.benchmarks.render_speed import load_bench_mesh, official_views
+    from equivision.renderers.scene import IEBenchScene
+    from equivision.renderers.variants import choose_variant
+
+    choose_variant("scalar_rgb")
+    import mitsuba as mi
+
+    v, f, c, _ = load_bench_mesh("mug")
+    scene = IEBenchScene(mi, SceneSettings(resolution=16, spp=2, refine_fraction=0.1), v, f, c)
+    with pytest.raises(ValueError, match="JIT variant"):
+        scene.render(official_views(1, 0)[0], 0)
