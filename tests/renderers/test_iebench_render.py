@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import TINY_CLASSES, tiny_config, tree_bytes
+from _render_fakes import TINY_CLASSES, tiny_config, tree_bytes
 from PIL import Image
 
 from equivision.cli import main as cli_main
