@@ -103,7 +103,7 @@ def bench_mitsuba(
 
     def one(view_idx: int, noise: int) -> np.ndarray:
         out = scene.render(views_list[view_idx], noise)
-        color = denoise(out.color, out.albedo, out.normal) if use_denoiser else out.color
+        color = denoise(out.color, out.albedo, out.normal, out.clean_aux) if use_denoiser else out.color
         img = to_uint8(tm(color))
         encode_jpeg(img)
         return img

@@ -116,7 +116,7 @@ class ObjectRenderer:
                 out_img = scene.render(view, noise_seed(cfg.seed, key, i))
                 color = out_img.color
                 if self.use_denoiser:
-                    color = denoise(color, out_img.albedo, out_img.normal)
+                    color = denoise(color, out_img.albedo, out_img.normal, out_img.clean_aux)
                 rgb8 = to_uint8(self.tonemap(color))
                 atomic_write_bytes(d / f"image_{i}.jpg", encode_jpeg(rgb8, cfg.jpeg_quality))
                 atomic_save_npy(d / f"latent_{i}.npy", view.latent())  # written last: marks the view done

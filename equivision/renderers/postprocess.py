@@ -71,8 +71,12 @@ def denoise_available() -> bool:
     return True
 
 
-def denoise(color: np.ndarray, albedo: np.ndarray | None, normal: np.ndarray | None) -> np.ndarray:
-    """Intel Open Image Denoise (``pyoidn``) on linear HDR radiance, guided by albedo and normals."""
+def denoise(
+    color: np.ndarray, albedo: np.ndarray | None, normal: np.ndarray | None, clean_aux: bool = False
+) -> np.ndarray:
+    """Intel Open Image Denoise (``pyoidn``) on linear HDR radiance, guided by albedo and normals.
+    ``clean_aux``: the guides are (nearly) noise-free, so OIDN may trust them fully (adaptive
+    sampling gives edge pixels hundreds of guide samples; flat faces have constant guides)."""
     try:
         import pyoidn
     except ImportError as e:
@@ -80,7 +84,7 @@ def denoise(color: np.ndarray, albedo: np.ndarray | None, normal: np.ndarray | N
     c = np.ascontiguousarray(color, dtype=np.float32)
     a = None if albedo is None else np.ascontiguousarray(np.clip(albedo, 0, 1), dtype=np.float32)
     n = None if normal is None else np.ascontiguousarray(np.clip(normal, -1, 1), dtype=np.float32)
-    return pyoidn.denoise(c, a, n, hdr=True)
+    return pyoidn.denoise(c, a, n, hdr=True, clean_aux=bool(clean_aux and a is not None))
 
 
 def encode_jpeg(rgb8: np.ndarray, quality: int = 95) -> bytes:

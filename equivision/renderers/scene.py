@@ -84,6 +84,7 @@ class RenderOutput:
     color: np.ndarray  # (H, W, 3) float32 linear radiance
     albedo: np.ndarray | None = None
     normal: np.ndarray | None = None
+    clean_aux: bool = False  # the guides were refined at edges (adaptive sampling): OIDN may trust them
 
 
 def cone_sun_envmap(mi, width: int = 512):
@@ -291,4 +292,4 @@ class IEBenchScene:
             self.s.refine_fraction,
             self.s.refine_spp,
         )
-        return RenderOutput(colour, albedo, normal) if self.s.aovs else RenderOutput(colour)
+        return RenderOutput(colour, albedo, normal, clean_aux=True) if self.s.aovs else RenderOutput(colour)
