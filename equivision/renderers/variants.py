@@ -55,6 +55,8 @@ def _has_cuda_driver() -> bool:
             "/usr/lib/x86_64-linux-gnu/libcuda.so*",
             "/usr/lib64/libcuda.so*",
             "/usr/lib/wsl/lib/libcuda.so*",
+            "/usr/local/nvidia/lib64/libcuda.so*",  # containers that mount the driver there
+            "/usr/local/cuda/compat/libcuda.so*",
         )
     ) and os.path.exists("/dev/nvidia0")
 
