@@ -15,22 +15,27 @@ JPEGs probably have R and B swapped).
 from __future__ import annotations
 
 import dataclasses
-import json
-import multiprocessing as mp
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from equivision.renderers.jobs import lock_settings
+from equivision.renderers.jobrunner import TaskFn, WorkerSetup, run_tasks
+from equivision.renderers.jobs import (
+    ShardStatuses,
+    check_shard,
+    lock_settings,
+    merge_failures,
+    read_status,
+    shard_items,
+    write_status,
+)
 from equivision.renderers.meshes.base import MeshLoadError, build_mesh_source
 from equivision.renderers.postprocess import TONEMAPS, denoise, denoise_available, encode_jpeg, to_uint8
 from equivision.renderers.sampling import noise_seed, sample_view
 from equivision.renderers.scene import SceneSettings
 from equivision.utils.io import atomic_save_npy, atomic_write_bytes, atomic_write_json
 
-STATE_DIR = ".equivision"
 FORMAT = "3diebench"
 
 
@@ -129,30 +134,16 @@ class ObjectRenderer:
         return res
 
 
-# ---------------------------------------------------------------- worker processes
-_WORKER: dict = {}
+def object_task_fn(renderer: ObjectRenderer) -> TaskFn:
+    """The job's task function: a task is a ``(class, object)`` pair."""
+    return lambda task, tick: renderer.render_object(*task, on_view=tick)
 
 
-def _worker_init(cfg_dict: dict, variant: str, use_denoiser: bool, threads: int, counter) -> None:
-    from equivision.renderers.variants import choose_variant
-
+def _worker_task_fn(cfg_dict: dict, variant: str, use_denoiser: bool) -> TaskFn:
+    """A pool worker's task function (its own renderer and mesh source)."""
     cfg = config_from_dict(cfg_dict)
-    choose_variant(variant)
-    import drjit as dr
-
-    dr.set_thread_count(threads)
     source = build_mesh_source(cfg.source, **cfg.source_options)
-    _WORKER.update(renderer=ObjectRenderer(cfg, variant, use_denoiser, source), counter=counter)
-
-
-def _worker_render(task: tuple[str, str]) -> ObjectResult:
-    counter = _WORKER["counter"]
-
-    def tick() -> None:
-        with counter.get_lock():
-            counter.value += 1
-
-    return _WORKER["renderer"].render_object(*task, on_view=tick)
+    return object_task_fn(ObjectRenderer(cfg, variant, use_denoiser, source))
 
 
 def config_from_dict(d: dict) -> RenderConfig:
@@ -209,10 +200,6 @@ def plan_objects(source, max_objects: int | None) -> list[tuple[str, str]]:
     return out
 
 
-def _lock_settings(out: Path, cfg) -> None:
-    lock_settings(out, cfg.content_key())
-
-
 def run_render(
     cfg: RenderConfig, workers: int = 1, shard: int = 0, num_shards: int = 1, progress: bool = True
 ) -> JobSummary:
@@ -220,8 +207,7 @@ def run_render(
 
     from equivision.renderers.variants import choose_variant, is_jit
 
-    if num_shards < 1 or not 0 <= shard < num_shards:
-        raise ValueError(f"need 0 <= shard < num_shards, got shard={shard}, num_shards={num_shards}")
+    check_shard(shard, num_shards)
     if cfg.views_per_object < 1:
         raise ValueError(f"views per object must be >= 1, got {cfg.views_per_object}")
     if cfg.tonemap not in TONEMAPS:
@@ -231,7 +217,7 @@ def run_render(
     cfg.scene.validate()
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    _lock_settings(out, cfg)
+    lock_settings(out, cfg.content_key())
 
     choice = choose_variant(cfg.variant)
     if cfg.denoise == "on" and not denoise_available():
@@ -244,7 +230,7 @@ def run_render(
 
     source = build_mesh_source(cfg.source, **cfg.source_options)
     planned = plan_objects(source, cfg.max_objects)
-    mine = [o for i, o in enumerate(planned) if i % num_shards == shard]
+    mine = shard_items(planned, shard, num_shards)
     todo_views = sum(
         sum(not view_done(object_dir(out, c, o), i) for i in range(cfg.views_per_object)) for c, o in mine
     )
@@ -252,24 +238,20 @@ def run_render(
     results: list[ObjectResult] = []
     bar = tqdm(total=todo_views, unit="img", desc=f"render {out.name}", disable=not progress, smoothing=0.05)
     try:
-        if workers <= 1:
-            renderer = ObjectRenderer(cfg, choice.variant, use_denoiser, source)
-            for c, o in mine:
-                results.append(renderer.render_object(c, o, on_view=lambda: bar.update(1)))
-        else:
-            results = _run_pool(cfg, mine, workers, choice.variant, use_denoiser, bar)
+        run_tasks(
+            mine,
+            results,
+            bar,
+            workers=workers,
+            local=lambda: object_task_fn(ObjectRenderer(cfg, choice.variant, use_denoiser, source)),
+            setup=WorkerSetup(
+                choice.variant, _worker_task_fn, (dataclasses.asdict(cfg), choice.variant, use_denoiser)
+            ),
+        )
     finally:
         bar.close()
-        _write_status(
-            out,
-            cfg,
-            shard,
-            num_shards,
-            choice.variant,
-            results,
-            finished=len(results) == len(mine),
-            seconds=time.perf_counter() - t0,
-        )
+        finished = len(results) == len(mine)
+        _write_status(out, shard, num_shards, choice.variant, results, finished, time.perf_counter() - t0)
     seconds = time.perf_counter() - t0
     manifest = merge_manifest(out, cfg, planned, source, num_shards, choice, use_denoiser)
     return JobSummary(
@@ -285,55 +267,19 @@ def run_render(
     )
 
 
-def _run_pool(cfg, tasks, workers, variant, use_denoiser, bar) -> list[ObjectResult]:
-    ctx = mp.get_context("spawn")
-    counter = ctx.Value("q", 0)
-    threads = max(1, (os.cpu_count() or 1) // workers)
-    results: list[ObjectResult] = []
-    with ctx.Pool(
-        workers,
-        initializer=_worker_init,
-        initargs=(dataclasses.asdict(cfg), variant, use_denoiser, threads, counter),
-    ) as pool:
-        it = pool.imap_unordered(_worker_render, tasks)
-        while len(results) < len(tasks):
-            try:
-                results.append(it.next(timeout=0.5))
-            except mp.TimeoutError:
-                pass
-            bar.update(counter.value - bar.n)
-        bar.update(counter.value - bar.n)
-    return results
-
-
-def _status_path(out: Path, shard: int, num_shards: int) -> Path:
-    return out / STATE_DIR / f"shard-{shard}-of-{num_shards}.json"
-
-
-def _write_status(out, cfg, shard, num_shards, variant, results, finished, seconds) -> None:
-    path = _status_path(out, shard, num_shards)
-    old = json.loads(path.read_text()) if path.exists() else {}
-    failures = {(f["class"], f["object"]): f for f in old.get("failures", [])}
-    for r in results:
-        if r.error:
-            failures[(r.class_name, r.object_id)] = {
-                "class": r.class_name,
-                "object": r.object_id,
-                "error": r.error,
-            }
-        else:
-            failures.pop((r.class_name, r.object_id), None)
-    atomic_write_json(
-        path,
-        {
-            "shard": shard,
-            "num_shards": num_shards,
-            "variant": variant,
-            "finished": finished,
-            "rendered": old.get("rendered", 0) + sum(r.rendered for r in results),
-            "seconds": old.get("seconds", 0.0) + seconds,
-            "failures": sorted(failures.values(), key=lambda f: (f["class"], f["object"])),
-        },
+def _write_status(out, shard, num_shards, variant, results, finished, seconds) -> None:
+    """Add this run to the shard's status; an object tried again drops its earlier failure."""
+    earlier = read_status(out, shard, num_shards).get("failures", [])
+    outcomes = [({"class": r.class_name, "object": r.object_id}, r.error) for r in results]
+    write_status(
+        out,
+        shard,
+        num_shards,
+        variant=variant,
+        finished=finished,
+        rendered=sum(r.rendered for r in results),
+        seconds=seconds,
+        failures=merge_failures(earlier, outcomes, key=("class", "object")),
     )
 
 
@@ -348,13 +294,9 @@ def merge_manifest(
     from equivision.renderers.scene import effective_spp
     from equivision.renderers.splits import stratified_split, write_split_files
 
-    statuses = []
-    for k in range(num_shards):
-        p = _status_path(out, k, num_shards)
-        if p.exists():
-            statuses.append(json.loads(p.read_text()))
-    complete = len(statuses) == num_shards and all(s["finished"] for s in statuses)
-    failures = [f for s in statuses for f in s["failures"]]
+    statuses = ShardStatuses.read(out, num_shards)
+    complete = statuses.all_finished
+    failures = statuses.failures
     failed = {(f["class"], f["object"]) for f in failures}
     good = [o for o in planned if o not in failed]
     classes = list(source.classes())
@@ -379,20 +321,14 @@ def merge_manifest(
         "num_images": len(good) * cfg.views_per_object if complete else None,
         "seed": cfg.seed,
         "settings": cfg.content_key(),
-        "renderer": {
-            "engine": "mitsuba",
-            "mitsuba": mi.__version__,
-            "variants": sorted({s["variant"] for s in statuses}) or [choice.variant],
-            "variant_note": choice.note,
-            "denoiser": "oidn" if use_denoiser else None,
-            "tonemap": cfg.tonemap,
-            "effective_spp": effective_spp(mi, cfg.scene.sampler, cfg.scene.spp),
-        },
+        "renderer": statuses.renderer_entry(
+            choice,
+            denoiser="oidn" if use_denoiser else None,
+            tonemap=cfg.tonemap,
+            effective_spp=effective_spp(mi, cfg.scene.sampler, cfg.scene.spp),
+        ),
         "source": source.describe(),
-        "shards": {
-            "num_shards": num_shards,
-            "finished": sorted(s["shard"] for s in statuses if s["finished"]),
-        },
+        "shards": statuses.shards_entry(),
         "failures": failures,
     }
     if complete:

@@ -24,9 +24,6 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import json
-import multiprocessing as mp
-import os
 import time
 import zipfile
 from collections.abc import Callable
@@ -35,7 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
-from equivision.renderers.jobs import lock_settings
+from equivision.renderers.jobrunner import TaskFn, WorkerSetup, run_tasks
+from equivision.renderers.jobs import ShardStatuses, check_shard, lock_settings, shard_items, write_status
 from equivision.renderers.postprocess import TONEMAPS, to_uint8
 from equivision.renderers.symsol_shapes import (
     CONTINUOUS_STEPS,
@@ -47,7 +45,6 @@ from equivision.renderers.symsol_shapes import (
 from equivision.utils.io import atomic_write, atomic_write_bytes, atomic_write_json
 from equivision.utils.seeding import rng_for, stable_int
 
-STATE_DIR = ".equivision"
 FORMAT = "symsol"
 SPLITS = ("train", "test")
 OFFICIAL_PER_SHAPE = {"train": 45000, "test": 5000}
@@ -328,27 +325,9 @@ class ChunkRenderer:
         return res
 
 
-_WORKER: dict = {}
-
-
-def _worker_init(cfg_dict: dict, variant: str, threads: int, counter) -> None:
-    from equivision.renderers.variants import choose_variant
-
-    choose_variant(variant)
-    import drjit as dr
-
-    dr.set_thread_count(threads)
-    _WORKER.update(renderer=ChunkRenderer(config_from_dict(cfg_dict)), counter=counter)
-
-
-def _worker_run(task: Task) -> TaskResult:
-    counter = _WORKER["counter"]
-
-    def tick() -> None:
-        with counter.get_lock():
-            counter.value += 1
-
-    return _WORKER["renderer"].run(task, on_view=tick)
+def _worker_task_fn(cfg_dict: dict) -> TaskFn:
+    """A pool worker's task function (its own :class:`ChunkRenderer`)."""
+    return ChunkRenderer(config_from_dict(cfg_dict)).run
 
 
 def config_from_dict(d: dict) -> SymsolRenderConfig:
@@ -390,10 +369,6 @@ class SymsolSummary:
         return "\n".join(lines)
 
 
-def _lock_settings(out: Path, cfg) -> None:
-    lock_settings(out, cfg.content_key())
-
-
 def run_symsol_render(
     cfg: SymsolRenderConfig, workers: int = 1, shard: int = 0, num_shards: int = 1, progress: bool = True
 ) -> SymsolSummary:
@@ -402,12 +377,11 @@ def run_symsol_render(
 
     from equivision.renderers.variants import choose_variant
 
-    if num_shards < 1 or not 0 <= shard < num_shards:
-        raise ValueError(f"need 0 <= shard < num_shards, got shard={shard}, num_shards={num_shards}")
+    check_shard(shard, num_shards)
     cfg.validate()
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    _lock_settings(out, cfg)
+    lock_settings(out, cfg.content_key())
     choice = choose_variant(cfg.variant)
     if choice.note:
         print(f"note: {choice.note}")
@@ -418,7 +392,7 @@ def run_symsol_render(
     for stale in out.glob("*/images/.*.tmp"):  # left by a killed run: never read, safe to drop
         stale.unlink(missing_ok=True)
 
-    mine = [t for i, t in enumerate(plan_tasks(cfg)) if i % num_shards == shard]
+    mine = shard_items(plan_tasks(cfg), shard, num_shards)
     planned = sum(t.stop - t.start for t in mine)
     todo = sum(
         not image_path(out, t.split, t.shape, i).is_file() for t in mine for i in range(t.start, t.stop)
@@ -427,18 +401,28 @@ def run_symsol_render(
     results: list[TaskResult] = []
     bar = tqdm(total=todo, unit="img", desc=f"render {out.name}", disable=not progress, smoothing=0.05)
     try:
-        if workers <= 1:
-            renderer = ChunkRenderer(cfg)
-            for t in mine:
-                results.append(renderer.run(t, on_view=lambda: bar.update(1)))
-        else:
-            results = _run_pool(cfg, mine, workers, choice.variant, bar)
+        run_tasks(
+            mine,
+            results,
+            bar,
+            workers=workers,
+            local=lambda: ChunkRenderer(cfg).run,
+            setup=WorkerSetup(choice.variant, _worker_task_fn, (dataclasses.asdict(cfg),)),
+        )
     finally:
         bar.close()
-        _write_status(out, shard, num_shards, choice.variant, results, len(results) == len(mine))
+        failures = _failures(results)
+        write_status(  # a shard is finished when every task ran without error
+            out,
+            shard,
+            num_shards,
+            variant=choice.variant,
+            finished=len(results) == len(mine) and not failures,
+            rendered=sum(r.rendered for r in results),
+            failures=failures,
+        )
     seconds = time.perf_counter() - t0
     manifest = merge_manifest(out, cfg, num_shards, choice)
-    failures = [{**dataclasses.asdict(r.task), "error": r.error} for r in results if r.error]
     return SymsolSummary(
         str(out),
         choice.variant,
@@ -452,61 +436,17 @@ def run_symsol_render(
     )
 
 
-def _run_pool(
-    cfg: SymsolRenderConfig, tasks: list[Task], workers: int, variant: str, bar
-) -> list[TaskResult]:
-    ctx = mp.get_context("spawn")
-    counter = ctx.Value("q", 0)
-    threads = max(1, (os.cpu_count() or 1) // workers)
-    results: list[TaskResult] = []
-    with ctx.Pool(
-        workers, initializer=_worker_init, initargs=(dataclasses.asdict(cfg), variant, threads, counter)
-    ) as pool:
-        it = pool.imap_unordered(_worker_run, tasks)
-        while len(results) < len(tasks):
-            try:
-                results.append(it.next(timeout=0.5))
-            except mp.TimeoutError:
-                pass
-            bar.update(counter.value - bar.n)
-        bar.update(counter.value - bar.n)
-    return results
-
-
-def _status_path(out: Path, shard: int, num_shards: int) -> Path:
-    return out / STATE_DIR / f"shard-{shard}-of-{num_shards}.json"
-
-
-def _write_status(
-    out: Path, shard: int, num_shards: int, variant: str, results: list[TaskResult], ran_all: bool
-) -> None:
-    path = _status_path(out, shard, num_shards)
-    old = json.loads(path.read_text()) if path.exists() else {}
-    failed = [{**dataclasses.asdict(r.task), "error": r.error} for r in results if r.error]
-    atomic_write_json(
-        path,
-        {
-            "shard": shard,
-            "num_shards": num_shards,
-            "variant": variant,
-            "finished": ran_all and not failed,
-            "rendered": old.get("rendered", 0) + sum(r.rendered for r in results),
-            "failures": failed,
-        },
-    )
+def _failures(results: list[TaskResult]) -> list[dict]:
+    """This run's failed tasks (every run tries all of its shard's tasks, so they replace the earlier
+    runs' failures)."""
+    return [{**dataclasses.asdict(r.task), "error": r.error} for r in results if r.error]
 
 
 def merge_manifest(out: Path, cfg: SymsolRenderConfig, num_shards: int, choice) -> dict:
     """Write ``manifest.json`` from the files on disk and every shard's status."""
-    import mitsuba as mi
-
     from equivision import __version__
 
-    statuses = [
-        json.loads(p.read_text())
-        for k in range(num_shards)
-        if (p := _status_path(out, k, num_shards)).exists()
-    ]
+    statuses = ShardStatuses.read(out, num_shards)
     counts = {
         split: {
             shape: sum(image_path(out, split, shape, i).is_file() for i in range(cfg.per_shape(split)))
@@ -534,18 +474,9 @@ def merge_manifest(out: Path, cfg: SymsolRenderConfig, num_shards: int, choice) 
         },
         "seed": cfg.seed,
         "settings": cfg.content_key(),
-        "renderer": {
-            "engine": "mitsuba",
-            "mitsuba": mi.__version__,
-            "variants": sorted({s["variant"] for s in statuses}) or [choice.variant],
-            "variant_note": choice.note,
-            "tonemap": cfg.tonemap,
-        },
-        "shards": {
-            "num_shards": num_shards,
-            "finished": sorted(s["shard"] for s in statuses if s["finished"]),
-        },
-        "failures": [f for s in statuses for f in s["failures"]],
+        "renderer": statuses.renderer_entry(choice, tonemap=cfg.tonemap),
+        "shards": statuses.shards_entry(),
+        "failures": statuses.failures,
     }
     atomic_write_json(out / "manifest.json", manifest)
     return manifest
