@@ -42,7 +42,7 @@ EV=("$PY" -m equivision)
 if [ "$TINY" = "1" ]; then
   OBJ=1; VIEWS=4; RES=32; EPOCHS=1; BATCH=4; BENCH_VIEWS=2; BENCH_RES=32,64; TRAIN_SIZE=32; TRAIN_BATCH=4; STEPS=1
 else
-  OBJ=20; VIEWS=8; RES=256; EPOCHS=2; BATCH=32; BENCH_VIEWS=20; BENCH_RES=64,128,256; TRAIN_SIZE=256; TRAIN_BATCH=64
+  OBJ=10; VIEWS=8; RES=256; EPOCHS=2; BATCH=32; BENCH_VIEWS=20; BENCH_RES=64,128,256; TRAIN_SIZE=256; TRAIN_BATCH=64
   STEPS=10
 fi
 
@@ -55,6 +55,10 @@ stage() {  # stage NAME SECONDS CMD...: run with a time limit, log to $OUT/NAME.
   local rc=$?
   echo "$name rc=$rc $(($(date +%s) - t0))s" | tee -a "$OUT/summary.txt"
   tail -n 4 "$OUT/$name.log"
+  pack
+}
+
+pack() {  # refresh DEST: summary.txt and all.tgz (logs and results, no datasets or checkpoints)
   cp "$OUT/summary.txt" "$DEST/summary.txt"
   tar czf "$DEST/all.tgz.part" -C "$WORK" out && mv "$DEST/all.tgz.part" "$DEST/all.tgz"
 }
@@ -69,23 +73,27 @@ stage() {  # stage NAME SECONDS CMD...: run with a time limit, log to $OUT/NAME.
 torch.cuda.get_device_name(0) if torch.cuda.is_available() else ''); print('mitsuba', mi.__version__, mi.variants())"
 } 2>&1 | tee "$OUT/environment.txt"
 
-stage render_bench 90 "${EV[@]}" bench render --variant "$VARIANT" --res "$BENCH_RES" --spp 32 --denoise off \
+stage render_bench 60 "${EV[@]}" bench render --variant "$VARIANT" --res "$BENCH_RES" --spp 32 --denoise off \
   --views "$BENCH_VIEWS" --out "$OUT/bench_render.json"
-stage render_dataset 90 "${EV[@]}" render iebench --variant "$VARIANT" --out "$WORK/data" --objects-per-class "$OBJ" \
+stage render_dataset 60 "${EV[@]}" render iebench --variant "$VARIANT" --out "$WORK/data" --objects-per-class "$OBJ" \
   --views "$VIEWS" --resolution "$RES" --spp 25 --denoise off --workers 8
+if [ -f scripts/lidar/gpu_detection.sh ]; then
+  stage lidar 240 env TINY="$TINY" PYTHON="$PY" bash scripts/lidar/gpu_detection.sh "$WORK/lidar"
+  mkdir -p "$OUT/lidar"
+  cp -r "$WORK"/lidar/detection/results.* "$WORK"/lidar/logs "$WORK"/lidar/timings.txt "$OUT/lidar/" 2>/dev/null
+  cp "$WORK"/lidar/pretrain/lidar_gpu/metrics.jsonl "$OUT/lidar/pretrain_metrics.jsonl" 2>/dev/null
+  pack
+fi
 for m in sie vicreg simclr equicaps seqjepa; do
   extra=()
   [ "$m" = equicaps ] && extra=(method.map_size=$((RES / 32)))  # the capsule map is the backbone's output side
-  stage "pretrain_$m" 60 "${EV[@]}" pretrain --config "scripts/pretrain/mini/$m.yaml" "${extra[@]}" data.root="$WORK/data" \
+  stage "pretrain_$m" 45 "${EV[@]}" pretrain --config "scripts/pretrain/mini/$m.yaml" "${extra[@]}" data.root="$WORK/data" \
     data.image_size="$RES" epochs="$EPOCHS" device="$DEVICE" out_dir="$WORK/runs" run_name="$m" data.workers=4 \
     data.batch_size="$BATCH"
   cp "$WORK/runs/$m/metrics.jsonl" "$OUT/metrics_$m.jsonl" 2>/dev/null || true
 done
-if [ -f scripts/lidar/gpu_detection.sh ]; then
-  stage lidar 210 env TINY="$TINY" PYTHON="$PY" bash scripts/lidar/gpu_detection.sh "$OUT/lidar"
-fi
-stage bench_train 60 "${EV[@]}" bench train --method sie --device "$DEVICE" --image-size "$TRAIN_SIZE" \
+stage bench_train 45 "${EV[@]}" bench train --method sie --device "$DEVICE" --image-size "$TRAIN_SIZE" \
   --batch-size "$TRAIN_BATCH" --steps "$STEPS" --out "$OUT/bench_train.json"
-stage render_bench_adaptive 60 "${EV[@]}" bench render --variant "$VARIANT" --res "${BENCH_RES##*,}" --spp 49 \
+stage render_bench_adaptive 45 "${EV[@]}" bench render --variant "$VARIANT" --res "${BENCH_RES##*,}" --spp 49 \
   --refine-fraction 0.12 --refine-spp 256 --denoise off --views "$BENCH_VIEWS" --out "$OUT/bench_render_adaptive.json"
 echo "done: $DEST (summary.txt, all.tgz)"
