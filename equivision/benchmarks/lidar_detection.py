@@ -355,9 +355,9 @@ class DetectionConfig:
         default_factory=dict
     )  # EncoderSpec fields for scratch runs without a pretrained encoder
     fractions: list[float] = field(default_factory=lambda: [0.05, 0.2, 1.0])
-    steps: int = 400
+    steps: int = 800
     batch_size: int = 4
-    lr: float = 2e-3
+    lr: float = 4e-3
     weight_decay: float = 0.01
     head_channels: int = 64
     head_layers: int = 3  # 3x3 conv layers of the head before its 1x1 outputs

@@ -38,12 +38,12 @@ else
   # 1600 frames of 32 beams x 1024 azimuth steps (~27k points each): about 50 s on 8 worker processes
   # with the scalar variant (0.22 s per frame and core, measured on a 2-core CPU), less with cuda.
   : "${SEQUENCES:=160}" "${FRAMES:=10}" "${BEAMS:=32}" "${AZIMUTH:=1024}" "${WORKERS:=8}"
-  : "${PRE_STEPS:=300}" "${PRE_BATCH:=16}" "${DET_STEPS:=600}" "${DET_BATCH:=8}" "${FRACTIONS:=0.05,0.2,1}"
+  : "${PRE_STEPS:=300}" "${PRE_BATCH:=16}" "${DET_STEPS:=800}" "${DET_BATCH:=8}" "${FRACTIONS:=0.05,0.2,1}"
   SCENE=(--objects 10-18 --area-radius 30)
   PRE_EXTRA=()
 fi
 DEVICE="${DEVICE:-auto}"
-DET_LR="${DET_LR:-2e-3}"
+DET_LR="${DET_LR:-4e-3}"
 
 stamp() { date +%s; }
 record() { echo "$1 $(($(stamp) - $2))" | tee -a "$OUT/timings.txt"; }

@@ -169,6 +169,23 @@ def test_rendered_labels_enclose_their_points_and_perfect_targets_score_ap_1(tin
     assert res["mAP"]["bev"]["0.7"] == pytest.approx(1.0) and res["mAP"]["3d"]["0.7"] == pytest.approx(1.0)
 
 
+def test_cached_frames_read_each_item_once():
+    reads = []
+
+    class Frames:
+        def __len__(self):
+            return 3
+
+        def __getitem__(self, i):
+            reads.append(i)
+            return {"points": torch.full((2, 4), float(i))}
+
+    cached = D.CachedFrames(Frames())
+    assert len(cached) == 3
+    first = cached[1]
+    assert cached[1] is first and cached[2]["points"][0, 0] == 2.0 and reads == [1, 2]
+
+
 def test_labelled_subsets_are_nested():
     s5, s20, s100 = (D.labelled_subset(40, f, seed=3) for f in (0.05, 0.2, 1.0))
     assert len(s5) == 2 and len(s20) == 8 and s100 == list(range(40))

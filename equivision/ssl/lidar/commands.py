@@ -2,7 +2,7 @@
 detection probe of :mod:`equivision.benchmarks.lidar_detection`, imported only by that command).
 
     equivision lidar pretrain --config scripts/pretrain/lidar/mini.yaml data.root=DATA [key=value ...]
-    equivision lidar detect --data DATA --pretrained runs/lidar_mini --steps 400 --out runs/lidar_det
+    equivision lidar detect --data DATA --pretrained runs/lidar_mini --steps 800 --out runs/lidar_det
 """
 
 from __future__ import annotations
@@ -36,10 +36,10 @@ def register(group_parser: argparse.ArgumentParser) -> None:
     d.add_argument("--classes", default=None, help="comma-separated KITTI types (default: the manifest's)")
     d.add_argument("--fractions", default="0.05,0.2,1.0", help="labelled fractions of the training frames")
     d.add_argument(
-        "--steps", type=int, default=400, help="optimiser steps per run (the same for every fraction)"
+        "--steps", type=int, default=800, help="optimiser steps per run (the same for every fraction)"
     )
     d.add_argument("--batch-size", type=int, default=4)
-    d.add_argument("--lr", type=float, default=2e-3)
+    d.add_argument("--lr", type=float, default=4e-3)
     d.add_argument("--head-layers", type=int, default=3, help="3x3 conv layers of the detection head")
     d.add_argument("--no-augment", action="store_true", help="no flip / rotation / scaling while training")
     d.add_argument("--freeze-encoder", action="store_true", help="train the head only")
