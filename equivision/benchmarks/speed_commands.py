@@ -85,8 +85,8 @@ class RenderBench:
             write_report,
         )
         from equivision.cli import UserError
+        from equivision.renderers.commands import scene_settings_from_args
         from equivision.renderers.postprocess import denoise_available
-        from equivision.renderers.scene import SceneSettings
         from equivision.renderers.variants import choose_variant, is_jit
 
         choice = choose_variant(args.variant)
@@ -114,17 +114,7 @@ class RenderBench:
                     results.append(replace(res, round=rnd))
                 mesh = mesh or str(Path(mesh_dir) / "chair.obj")  # the very same geometry
             for r in (int(x) for x in args.res.split(",")):
-                s = SceneSettings(
-                    resolution=r,
-                    spp=args.spp,
-                    aux_spp=args.aux_spp,
-                    refine_fraction=args.refine_fraction,
-                    refine_spp=args.refine_spp,
-                    integrator=args.integrator,
-                    max_depth=args.max_depth,
-                    sampler=args.sampler,
-                    sun=args.sun,
-                )
+                s = scene_settings_from_args(args, r)
                 tag = f"[round {rnd + 1}/{args.rounds}]"
                 print(f"{tag} Mitsuba {choice.variant} {r} px, {args.spp} spp ...", flush=True)
                 results.append(replace(bench_mitsuba(s, use_dn, args.tonemap, mesh, args.views), round=rnd))

@@ -104,14 +104,13 @@ def source_options(args: argparse.Namespace) -> dict:
     return opts
 
 
-def cmd_iebench(args: argparse.Namespace) -> int:
-    from equivision.cli import UserError
-    from equivision.renderers.iebench import RenderConfig, run_render
-    from equivision.renderers.meshes.base import MeshLoadError
+def scene_settings_from_args(args: argparse.Namespace, resolution: int):
+    """The iebench scene settings from the renderer options (shared by `render iebench` and
+    `bench render`; a command without --hard-spot keeps the softened spot)."""
     from equivision.renderers.scene import SceneSettings
 
-    scene = SceneSettings(
-        resolution=args.resolution,
+    return SceneSettings(
+        resolution=resolution,
         spp=args.spp,
         aux_spp=args.aux_spp,
         refine_fraction=args.refine_fraction,
@@ -120,8 +119,16 @@ def cmd_iebench(args: argparse.Namespace) -> int:
         max_depth=args.max_depth,
         sampler=args.sampler,
         sun=args.sun,
-        soft_spot=not args.hard_spot,
+        soft_spot=not getattr(args, "hard_spot", False),
     )
+
+
+def cmd_iebench(args: argparse.Namespace) -> int:
+    from equivision.cli import UserError
+    from equivision.renderers.iebench import RenderConfig, run_render
+    from equivision.renderers.meshes.base import MeshLoadError
+
+    scene = scene_settings_from_args(args, args.resolution)
     cfg = RenderConfig(
         out=args.out,
         source=args.source,
