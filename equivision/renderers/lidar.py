@@ -22,9 +22,6 @@ done when its ``.bin`` exists and re-running the same command resumes.
 from __future__ import annotations
 
 import dataclasses
-import json
-import multiprocessing as mp
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -40,13 +37,21 @@ from equivision.data.kitti import (
     write_frame,
     write_poses,
 )
-from equivision.renderers.jobs import lock_settings
+from equivision.renderers.jobrunner import TaskFn, WorkerSetup, run_tasks
+from equivision.renderers.jobs import (
+    ShardStatuses,
+    check_shard,
+    lock_settings,
+    merge_failures,
+    read_status,
+    shard_items,
+    write_status,
+)
 from equivision.renderers.lidar_scene import LidarCaster, LidarSceneSettings, LidarSensor, plan_scene
 from equivision.renderers.meshes.base import MeshLoadError, build_mesh_source
 from equivision.utils.io import atomic_write_json, atomic_write_text
 from equivision.utils.seeding import rng_for
 
-STATE_DIR = ".equivision"
 FORMAT = "equivision-lidar/1"
 DEFAULT_CLASSES = ("bench", "car", "chair", "lamp", "table")
 
@@ -151,30 +156,11 @@ class SequenceRenderer:
         return res
 
 
-# ---------------------------------------------------------------- worker processes
-_WORKER: dict = {}
-
-
-def _worker_init(cfg_dict: dict, variant: str, threads: int, counter) -> None:
-    from equivision.renderers.variants import choose_variant
-
+def _worker_task_fn(cfg_dict: dict) -> TaskFn:
+    """A pool worker's task function (its own renderer and mesh source); a task is a sequence index."""
     cfg = config_from_dict(cfg_dict)
-    choose_variant(variant)
-    import drjit as dr
-
-    dr.set_thread_count(threads)
     source = build_mesh_source(cfg.source, **cfg.source_options)
-    _WORKER.update(renderer=SequenceRenderer(cfg, source), counter=counter)
-
-
-def _worker_render(index: int) -> SequenceResult:
-    counter = _WORKER["counter"]
-
-    def tick() -> None:
-        with counter.get_lock():
-            counter.value += 1
-
-    return _WORKER["renderer"].render_sequence(index, on_frame=tick)
+    return SequenceRenderer(cfg, source).render_sequence
 
 
 # ---------------------------------------------------------------- the job
@@ -212,10 +198,6 @@ class LidarJobSummary:
         return "\n".join(lines)
 
 
-def _lock_settings(out: Path, cfg) -> None:
-    lock_settings(out, cfg.content_key())
-
-
 def run_lidar_render(
     cfg: LidarRenderConfig, workers: int = 1, shard: int = 0, num_shards: int = 1, progress: bool = True
 ) -> LidarJobSummary:
@@ -224,8 +206,7 @@ def run_lidar_render(
 
     from equivision.renderers.variants import choose_variant
 
-    if num_shards < 1 or not 0 <= shard < num_shards:
-        raise ValueError(f"need 0 <= shard < num_shards, got shard={shard}, num_shards={num_shards}")
+    check_shard(shard, num_shards)
     if cfg.sequences < 1:
         raise ValueError(f"sequences must be >= 1, got {cfg.sequences}")
     if not 0 <= cfg.val_fraction < 1:
@@ -234,12 +215,12 @@ def run_lidar_render(
     cfg.scene.validate()
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    _lock_settings(out, cfg)
+    lock_settings(out, cfg.content_key())
     choice = choose_variant(cfg.variant)
     if choice.note:
         print(f"note: {choice.note}")
     source = build_mesh_source(cfg.source, **cfg.source_options)
-    mine = [i for i in range(cfg.sequences) if i % num_shards == shard]
+    mine = shard_items(range(cfg.sequences), shard, num_shards)
     frames = cfg.scene.frames
     todo = sum(not frame_done(sequence_dir(out, i), frame_name(f)) for i in mine for f in range(frames))
     t0 = time.perf_counter()
@@ -248,22 +229,27 @@ def run_lidar_render(
         total=todo, unit="frame", desc=f"render lidar {out.name}", disable=not progress, smoothing=0.05
     )
     try:
-        if workers <= 1:
-            renderer = SequenceRenderer(cfg, source)
-            for i in mine:
-                results.append(renderer.render_sequence(i, on_frame=lambda: bar.update(1)))
-        else:
-            results = _run_pool(cfg, mine, workers, choice.variant, bar)
+        run_tasks(
+            mine,
+            results,
+            bar,
+            workers=workers,
+            local=lambda: SequenceRenderer(cfg, source).render_sequence,
+            setup=WorkerSetup(choice.variant, _worker_task_fn, (dataclasses.asdict(cfg),)),
+        )
     finally:
         bar.close()
-        _write_status(
+        earlier = read_status(out, shard, num_shards).get("failures", [])
+        outcomes = [({"sequence": sequence_name(r.index)}, r.error) for r in results]
+        write_status(  # a shard is finished when every sequence was tried (failed ones included)
             out,
             shard,
             num_shards,
-            choice.variant,
-            results,
-            len(results) == len(mine),
-            time.perf_counter() - t0,
+            variant=choice.variant,
+            finished=len(results) == len(mine),
+            rendered=sum(r.rendered for r in results),
+            seconds=time.perf_counter() - t0,
+            failures=merge_failures(earlier, outcomes, key=("sequence",)),
         )
     seconds = time.perf_counter() - t0
     manifest = merge_manifest(out, cfg, source, num_shards, choice)
@@ -281,57 +267,6 @@ def run_lidar_render(
     )
 
 
-def _run_pool(
-    cfg: LidarRenderConfig, tasks: list[int], workers: int, variant: str, bar
-) -> list[SequenceResult]:
-    ctx = mp.get_context("spawn")
-    counter = ctx.Value("q", 0)
-    threads = max(1, (os.cpu_count() or 1) // workers)
-    results: list[SequenceResult] = []
-    with ctx.Pool(
-        workers, initializer=_worker_init, initargs=(dataclasses.asdict(cfg), variant, threads, counter)
-    ) as pool:
-        it = pool.imap_unordered(_worker_render, tasks)
-        while len(results) < len(tasks):
-            try:
-                results.append(it.next(timeout=0.5))
-            except mp.TimeoutError:
-                pass
-            bar.update(counter.value - bar.n)
-        bar.update(counter.value - bar.n)
-    return results
-
-
-def _status_path(out: Path, shard: int, num_shards: int) -> Path:
-    return out / STATE_DIR / f"shard-{shard}-of-{num_shards}.json"
-
-
-def _write_status(
-    out: Path, shard: int, num_shards: int, variant: str, results, finished: bool, seconds: float
-) -> None:
-    path = _status_path(out, shard, num_shards)
-    old = json.loads(path.read_text()) if path.exists() else {}
-    failures = {f["sequence"]: f for f in old.get("failures", [])}
-    for r in results:
-        name = sequence_name(r.index)
-        if r.error:
-            failures[name] = {"sequence": name, "error": r.error}
-        else:
-            failures.pop(name, None)
-    atomic_write_json(
-        path,
-        {
-            "shard": shard,
-            "num_shards": num_shards,
-            "variant": variant,
-            "finished": finished,
-            "rendered": old.get("rendered", 0) + sum(r.rendered for r in results),
-            "seconds": old.get("seconds", 0.0) + seconds,
-            "failures": sorted(failures.values(), key=lambda f: f["sequence"]),
-        },
-    )
-
-
 def split_sequences(names: list[str], val_fraction: float, seed: int) -> tuple[list[str], list[str]]:
     """A sequence-level split (consecutive frames are near duplicates, so frames never straddle it)."""
     if not names:
@@ -346,17 +281,11 @@ def split_sequences(names: list[str], val_fraction: float, seed: int) -> tuple[l
 
 def merge_manifest(out: Path, cfg: LidarRenderConfig, source, num_shards: int, choice) -> dict:
     """Write manifest.json from every shard's status; when all are finished, also train/val.txt."""
-    import mitsuba as mi
-
     from equivision import __version__
 
-    statuses = [
-        json.loads(p.read_text())
-        for k in range(num_shards)
-        if (p := _status_path(out, k, num_shards)).exists()
-    ]
-    complete = len(statuses) == num_shards and all(s["finished"] for s in statuses)
-    failures = [f for s in statuses for f in s["failures"]]
+    statuses = ShardStatuses.read(out, num_shards)
+    complete = statuses.all_finished
+    failures = statuses.failures
     failed = {f["sequence"] for f in failures}
     good = [sequence_name(i) for i in range(cfg.sequences) if sequence_name(i) not in failed]
     classes = list(source.classes())
@@ -376,17 +305,9 @@ def merge_manifest(out: Path, cfg: LidarRenderConfig, source, num_shards: int, c
         "num_frames": len(good) * cfg.scene.frames if complete else None,
         "seed": cfg.seed,
         "settings": cfg.content_key(),
-        "renderer": {
-            "engine": "mitsuba",
-            "mitsuba": mi.__version__,
-            "variants": sorted({s["variant"] for s in statuses}) or [choice.variant],
-            "variant_note": choice.note,
-        },
+        "renderer": statuses.renderer_entry(choice),
         "source": source.describe(),
-        "shards": {
-            "num_shards": num_shards,
-            "finished": sorted(s["shard"] for s in statuses if s["finished"]),
-        },
+        "shards": statuses.shards_entry(),
         "failures": failures,
     }
     if complete:

@@ -128,6 +128,28 @@ def test_same_bytes_with_shards_and_after_resume(reference_render, tmp_path):
     assert tree_bytes(a) == tree_bytes(ref)
 
 
+def test_a_failed_sequence_is_recorded_then_cleared_by_a_resume(reference_render, tmp_path):
+    ref, _ = reference_render
+    a = tmp_path / "fail"
+    blocker = a / "sequences/0001/velodyne"  # a file where the folder goes: sequence 0001 cannot be written
+    blocker.parent.mkdir(parents=True)
+    blocker.write_text("x")
+    s = run_lidar_render(tiny_render_config(a), progress=False)
+    assert [f["sequence"] for f in s.failures] == ["0001"]
+    assert s.failures[0]["error"].startswith("FileExistsError")
+    assert s.complete and s.rendered == 3  # every sequence was tried; only 0000's 3 frames were written
+    m = json.loads((a / "manifest.json").read_text())
+    assert m["failures"] == s.failures and m["num_frames"] == 3
+    assert (a / "train.txt").read_text().split() + (a / "val.txt").read_text().split() == ["0000"]
+    blocker.unlink()
+    s = run_lidar_render(tiny_render_config(a), progress=False)
+    assert not s.failures and s.rendered == 3 and s.skipped == 3
+    status = json.loads((a / ".equivision/shard-0-of-1.json").read_text())
+    assert status["failures"] == [] and status["rendered"] == 6 and status["finished"]
+    assert json.loads((a / "manifest.json").read_text())["num_frames"] == 6
+    assert tree_bytes(a) == tree_bytes(ref)
+
+
 def test_other_settings_in_the_same_folder_are_refused(reference_render):
     out, _ = reference_render
     with pytest.raises(ValueError, match="seed: 0 -> 1"):
