@@ -3,7 +3,9 @@ side by side with Blender Cycles (the renderer of the original 3DIEBench) on the
 
 Per resolution: the scene is built for one mesh, one warm-up render (view 0 with another seed;
 it also compiles the LLVM kernels) is not timed, then ``views`` views are timed end to end
-(scene update, render, denoise, tone map, JPEG encode). Noise sigma = RMS(v0 - v0') / sqrt(2) in
+(scene update, render, denoise, tone map, JPEG encode), with the stages overlapped as
+``render iebench`` runs them (view i is denoised and encoded while view i+1 is traced): seconds per
+image = the loop's wall time / views. Noise sigma = RMS(v0 - v0') / sqrt(2) in
 8-bit levels, v0 and v0' being view 0 rendered with two seeds (after denoising and tone mapping),
 the definition used in shared/reference/render-peer-benchmark.md.
 """
@@ -23,9 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
-from equivision.renderers.postprocess import TONEMAPS, denoise, encode_jpeg, to_uint8
+from equivision.renderers.postprocess import TONEMAPS, develop, encode_jpeg
 from equivision.renderers.sampling import noise_seed
 from equivision.renderers.scene import IEBenchScene, SceneSettings
+from equivision.utils.overlap import overlapped
 
 
 @dataclass
@@ -101,34 +104,32 @@ def bench_mitsuba(
 
     views_list = official_views(views, seed)
 
-    def one(view_idx: int, noise: int) -> np.ndarray:
-        out = scene.render(views_list[view_idx], noise)
-        color = denoise(out.color, out.albedo, out.normal, out.clean_aux) if use_denoiser else out.color
-        img = to_uint8(tm(color))
+    def trace(i: int, noise: int):
+        return scene.render(views_list[i], noise)
+
+    def finish(_, out) -> np.ndarray:
+        img = develop(out, tm, use_denoiser)
         encode_jpeg(img)
         return img
 
-    warm = one(0, noise_seed(seed + 1, "bench", 0))
-    times, first = [], None
+    warm = finish(None, trace(0, noise_seed(seed + 1, "bench", 0)))
+    images: list[np.ndarray] = []
     busy0, own0 = _cpu_snapshot()
     t_all = time.perf_counter()
-    for i in range(views):
-        t0 = time.perf_counter()
-        img = one(i, noise_seed(seed, "bench", i))
-        times.append(time.perf_counter() - t0)
-        if i == 0:
-            first = img
+    # like render iebench: view i is denoised and encoded while view i+1 is traced
+    overlapped(range(views), lambda i: trace(i, noise_seed(seed, "bench", i)), finish, images.append)
     wall = time.perf_counter() - t_all
     busy1, own1 = _cpu_snapshot()
     other = max(0.0, ((busy1 - busy0) - (own1 - own0)) / wall) if wall > 0 else None
-    med = statistics.median(times)
+    first = images[0]
+    med = wall / views  # overlapped stages: images/s is the whole loop's throughput
     name = (
         f"mitsuba {mi.variant()} {settings.integrator}"
         f"{f'(d{settings.max_depth})' if settings.integrator == 'path' else ''} {settings.sampler}"
         f" sun={settings.sun} {'oidn' if use_denoiser else 'no-denoise'} {tonemap} mesh={mesh_name}"
         + (
-            f" refine={settings.refine_fraction:g}x+{settings.refine_spp}spp"
-            if settings.refine_fraction > 0
+            f" refine={','.join(f'{f:g}:{n}' for f, n in settings.refine)}"
+            if settings.refine
             else f" aux={settings.aux_spp}spp"
         )
     )

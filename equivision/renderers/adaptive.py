@@ -1,7 +1,9 @@
 """Adaptive sampling for the iebench renderer: every pixel gets ``spp`` samples of colour and of
-the denoiser's guides (albedo, normal) along the same camera rays, then a fixed share of the
-pixels (``fraction``) gets ``extra_spp`` more: first the pixels that straddle an edge and their
-neighbours, then the noisiest by the colour's relative standard error (:func:`refine_order`).
+the denoiser's guides (albedo, normal) along the same camera rays, then the pixels in need are
+refined in tiers of (fraction, extra spp): the pixels are ordered once (:func:`refine_order`: first
+those that straddle an edge and their neighbours, then the noisiest by the colour's relative
+standard error), the first tier's fraction of them gets its extra samples, the next tier the next
+pixels, and so on (e.g. ``0.07:256,0.1:48``: edges get many samples, noisy shadows a few).
 
 Why edges: after denoising, most of the remaining noise sits on object silhouettes, where a
 pixel's colour is a coverage estimate that the denoiser keeps as signal (on the benchmark chair
@@ -33,14 +35,16 @@ def _sampler(mi, sampler_type: str, spp: int):
     return s, int(s.sample_count())
 
 
-def sample_pixels(mi, scene, integrators, pixels: np.ndarray, spp: int, seed: int, sampler_type: str):
+def sample_pixels(
+    mi, scene, integrators, pixels: np.ndarray, spp: int, seed: int, sampler_type: str, squares: bool = True
+):
     """Sums and sums of squares over ``spp`` samples of each pixel in ``pixels`` (flat, row-major).
 
     ``integrators``: the colour integrator, optionally followed by the albedo/normal (aov)
     integrator, which then sees the very same camera rays (like Cycles' denoising passes: the
     guide buffers straddle an edge exactly as the colour does). Returns (sums, squares, count):
     (P, C) float64 arrays with the 3 radiance channels then the aov channels, and the sample
-    count really used per pixel.
+    count really used per pixel. ``squares=False`` skips the sums of squares (returns None).
     """
     import drjit as dr
 
@@ -64,13 +68,13 @@ def sample_pixels(mi, scene, integrators, pixels: np.ndarray, spp: int, seed: in
     channels = [full + c for c in channels]  # widen literals (a constant channel has width 1)
     dr.eval(channels)  # one kernel traces every channel; the block sums then read them
     sums = [dr.block_sum(c, n) for c in channels]
-    squares = [dr.block_sum(c * c, n) for c in channels]
-    dr.eval(sums, squares)
+    sq = [dr.block_sum(c * c, n) for c in channels] if squares else []
+    dr.eval(sums, sq)
 
     def as_np(xs):
         return np.stack([np.asarray(x, dtype=np.float64) for x in xs], axis=1)
 
-    return as_np(sums), as_np(squares), n
+    return as_np(sums), (as_np(sq) if squares else None), n
 
 
 def standard_error(sums: np.ndarray, squares: np.ndarray, n: int) -> np.ndarray:
@@ -111,15 +115,48 @@ def refine_order(sums: np.ndarray, squares: np.ndarray, n: int, width: int, heig
     return np.argsort(-key, kind="stable")
 
 
+def check_tiers(tiers) -> None:
+    """Refinement tiers are (fraction of the pixels, extra samples per pixel) pairs, fractions in
+    (0, 1] summing to at most 1, extra samples >= 1."""
+    total = 0.0
+    for tier in tiers:
+        if len(tier) != 2:
+            raise ValueError(f"a refinement tier is (fraction, extra spp), got {tier!r}")
+        fraction, extra = tier
+        if not 0.0 < fraction <= 1.0:
+            raise ValueError(f"a refinement tier's fraction of pixels must be in (0, 1], got {fraction}")
+        if int(extra) != extra or extra < 1:
+            raise ValueError(f"a refinement tier's extra samples per pixel must be an integer >= 1: {extra}")
+        total += fraction
+    if total > 1.0 + 1e-9:
+        raise ValueError(f"the refinement tiers cover {total:g} of the pixels; at most 1")
+
+
+def parse_tiers(text: str) -> tuple[tuple[float, int], ...]:
+    """``"0.07:256,0.1:48"`` -> ((0.07, 256), (0.1, 48)); ``""`` -> () (no adaptive sampling)."""
+    tiers = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        fraction, sep, extra = part.partition(":")
+        bad = f"a refinement tier is FRACTION:EXTRA_SPP (e.g. 0.07:256), got {part!r}"
+        if not sep:
+            raise ValueError(bad)
+        try:
+            tiers.append((float(fraction), int(extra)))
+        except ValueError:
+            raise ValueError(bad) from None
+    check_tiers(tiers)
+    return tuple(tiers)
+
+
 def refine_count(width: int, height: int, fraction: float) -> int:
-    """How many pixels the second pass refines: a fixed count, so its kernel compiles once."""
+    """How many pixels a refinement tier gets: a fixed count, so the cost per image is fixed."""
     if not 0.0 <= fraction <= 1.0:
         raise ValueError(f"the refined fraction of pixels must be in [0, 1], got {fraction}")
     return int(round(fraction * width * height))
 
 
 def second_seed(seed: int) -> int:
-    """The seed of the refinement pass, derived from the view's seed (so still deterministic)."""
+    """The seed of a refinement pass, derived from the previous pass's (so still deterministic)."""
     return (int(seed) * 2654435761 + 0x9E3779B9) % 2**32
 
 
@@ -131,21 +168,28 @@ def render_adaptive(
     spp: int,
     seed: int,
     sampler_type: str,
-    fraction: float,
-    extra_spp: int,
+    tiers,
 ):
     """(colour, albedo, normal), each (H, W, 3) float32 means: ``spp`` samples everywhere, then
-    ``extra_spp`` more in the first ``fraction`` of the pixels in :func:`refine_order`. Colour and
-    guides share their camera rays."""
+    per tier (fraction, extra) ``extra`` more samples in the next ``fraction`` of the pixels in
+    :func:`refine_order` (computed once, from the first pass). Colour and guides share their
+    camera rays."""
+    check_tiers(tiers)
     w, h = (int(x) for x in scene.sensors()[0].film().crop_size())
     its = [integrator, aux_integrator]
     everything = np.arange(w * h, dtype=np.uint32)
     sums, squares, n = sample_pixels(mi, scene, its, everything, spp, seed, sampler_type)
     counts = np.full(w * h, float(n))
-    k = refine_count(w, h, fraction)
-    if k > 0 and extra_spp > 0:
-        chosen = np.sort(refine_order(sums, squares, n, w, h)[:k]).astype(np.uint32)
-        s2, _, n2 = sample_pixels(mi, scene, its, chosen, extra_spp, second_seed(seed), sampler_type)
+    order = refine_order(sums, squares, n, w, h) if tiers else everything
+    start, tier_seed = 0, seed
+    for fraction, extra in tiers:
+        k = refine_count(w, h, fraction)
+        chosen = np.sort(order[start : start + k]).astype(np.uint32)
+        start += k
+        tier_seed = second_seed(tier_seed)
+        if k == 0:
+            continue
+        s2, _, n2 = sample_pixels(mi, scene, its, chosen, int(extra), tier_seed, sampler_type, squares=False)
         sums[chosen] += s2
         counts[chosen] += n2
     img = (sums / counts[:, None]).reshape(h, w, -1).astype(np.float32)

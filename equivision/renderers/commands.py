@@ -44,12 +44,12 @@ def register(group: argparse.ArgumentParser) -> None:
     r.add_argument("--spp", type=int, default=32, help="samples per pixel")
     r.add_argument("--aux-spp", type=int, default=16, help="samples per pixel, albedo/normal pass")
     r.add_argument(
-        "--refine-fraction",
-        type=float,
-        default=0.0,
-        help="adaptive sampling: this share of pixels (edges, then the noisiest) gets --refine-spp more",
+        "--refine",
+        default="",
+        metavar="F:N[,F:N...]",
+        help="adaptive sampling tiers (LLVM/CUDA): the pixels in need (edges, then the noisiest) in order, "
+        "the first share F gets N more samples, the next share the next tier's; e.g. 0.07:256,0.1:48",
     )
-    r.add_argument("--refine-spp", type=int, default=256, help="extra samples per refined pixel")
     r.add_argument("--integrator", default="path", choices=INTEGRATORS)
     r.add_argument("--max-depth", type=int, default=5, help="path integrator depth (Cycles' 3 bounces = 5)")
     r.add_argument("--sampler", default="multijitter", choices=SAMPLERS)
@@ -107,14 +107,20 @@ def source_options(args: argparse.Namespace) -> dict:
 def scene_settings_from_args(args: argparse.Namespace, resolution: int):
     """The iebench scene settings from the renderer options (shared by `render iebench` and
     `bench render`; a command without --hard-spot keeps the softened spot)."""
+    from equivision.cli import UserError
+    from equivision.renderers.adaptive import parse_tiers
     from equivision.renderers.scene import SceneSettings
+
+    try:
+        tiers = parse_tiers(args.refine)
+    except ValueError as e:
+        raise UserError(f"--refine: {e}") from e
 
     return SceneSettings(
         resolution=resolution,
         spp=args.spp,
         aux_spp=args.aux_spp,
-        refine_fraction=args.refine_fraction,
-        refine_spp=args.refine_spp,
+        refine=tiers,
         integrator=args.integrator,
         max_depth=args.max_depth,
         sampler=args.sampler,

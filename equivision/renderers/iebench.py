@@ -31,10 +31,11 @@ from equivision.renderers.jobs import (
     write_status,
 )
 from equivision.renderers.meshes.base import MeshLoadError, build_mesh_source
-from equivision.renderers.postprocess import TONEMAPS, denoise, denoise_available, encode_jpeg, to_uint8
+from equivision.renderers.postprocess import TONEMAPS, denoise_available, develop, encode_jpeg
 from equivision.renderers.sampling import noise_seed, sample_view
 from equivision.renderers.scene import SceneSettings
 from equivision.utils.io import atomic_save_npy, atomic_write_bytes, atomic_write_json
+from equivision.utils.overlap import overlapped
 
 FORMAT = "3diebench"
 
@@ -116,18 +117,24 @@ class ObjectRenderer:
             scene = IEBenchScene(
                 self.mi, self.scene_settings, mesh.vertices, mesh.faces, mesh.face_colors, envmap=self.envmap
             )
-            for i in todo:
+
+            def trace(i: int):
                 view = sample_view(cfg.seed, key, i, translation=cfg.translation)
-                out_img = scene.render(view, noise_seed(cfg.seed, key, i))
-                color = out_img.color
-                if self.use_denoiser:
-                    color = denoise(color, out_img.albedo, out_img.normal, out_img.clean_aux)
-                rgb8 = to_uint8(self.tonemap(color))
-                atomic_write_bytes(d / f"image_{i}.jpg", encode_jpeg(rgb8, cfg.jpeg_quality))
+                return view, scene.render(view, noise_seed(cfg.seed, key, i))
+
+            def finish(i: int, traced) -> None:
+                view, out_img = traced
+                jpeg = encode_jpeg(develop(out_img, self.tonemap, self.use_denoiser), cfg.jpeg_quality)
+                atomic_write_bytes(d / f"image_{i}.jpg", jpeg)
                 atomic_save_npy(d / f"latent_{i}.npy", view.latent())  # written last: marks the view done
+
+            def count(_) -> None:
                 res.rendered += 1
                 if on_view is not None:
                     on_view()
+
+            # view i is denoised, encoded and written while view i+1 is traced
+            overlapped(todo, trace, finish, count)
         except (MeshLoadError, RuntimeError, ValueError, OSError) as e:
             res.error = f"{type(e).__name__}: {e}"
         res.seconds = time.perf_counter() - t0

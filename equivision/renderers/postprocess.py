@@ -87,6 +87,15 @@ def denoise(
     return pyoidn.denoise(c, a, n, hdr=True, clean_aux=bool(clean_aux and a is not None))
 
 
+def develop(out, tonemap, use_denoiser: bool) -> np.ndarray:
+    """The 8-bit (H, W, 3) image of a render (a ``RenderOutput``): denoised when ``use_denoiser``
+    (guided by its albedo and normals), then tone mapped with ``tonemap`` and quantised."""
+    color = out.color
+    if use_denoiser:
+        color = denoise(color, out.albedo, out.normal, out.clean_aux)
+    return to_uint8(tonemap(color))
+
+
 def encode_jpeg(rgb8: np.ndarray, quality: int = 95) -> bytes:
     """JPEG bytes of an (H, W, 3) uint8 image in true RGB order (PIL, 4:2:0, like cv2's default)."""
     buf = io.BytesIO()

@@ -57,10 +57,14 @@ class SceneSettings:
     soft_spot: bool = True
     aovs: bool = False  # also render albedo and normals (for the denoiser)
     aux_spp: int = 16  # samples per pixel of the albedo / normal pass
-    # adaptive sampling (renderers/adaptive.py): this share of the pixels (edges first, then the
-    # noisiest) gets refine_spp more samples; colour and guides then share their rays
-    refine_fraction: float = 0.0
-    refine_spp: int = 256
+    # adaptive sampling (renderers/adaptive.py): tiers of (fraction, extra spp); the pixels in
+    # need (edges first, then the noisiest) are taken in order, the first `fraction` of them get
+    # `extra spp` more samples, the next tier's fraction the next tier's count, and so on;
+    # colour and guides then share their rays. () = no adaptive sampling.
+    refine: tuple[tuple[float, int], ...] = ()
+
+    def __post_init__(self) -> None:  # from JSON the tiers come back as lists
+        object.__setattr__(self, "refine", tuple(tuple(t) for t in self.refine))
 
     def validate(self) -> None:
         if self.integrator not in INTEGRATORS:
@@ -73,10 +77,9 @@ class SceneSettings:
             raise ValueError(f"resolution must be in [8, 8192], got {self.resolution}")
         if self.spp < 1:
             raise ValueError(f"samples per pixel must be >= 1, got {self.spp}")
-        if not 0.0 <= self.refine_fraction <= 1.0:
-            raise ValueError(f"refine_fraction must be in [0, 1], got {self.refine_fraction}")
-        if self.refine_spp < 1:
-            raise ValueError(f"refine_spp must be >= 1, got {self.refine_spp}")
+        from equivision.renderers.adaptive import check_tiers
+
+        check_tiers(self.refine)
 
 
 @dataclass
@@ -227,7 +230,7 @@ class IEBenchScene:
         # doubled the cost of every sample
         self.aux_integrator = (
             self.mi.load_dict({"type": "aov", "aovs": "albedo:albedo,nn:sh_normal"})
-            if s.aovs or s.refine_fraction > 0
+            if s.aovs or s.refine
             else None
         )
         return self.mi.load_dict(cfg)
@@ -252,7 +255,7 @@ class IEBenchScene:
         mi = self.mi
         self.apply_view(view)
         jit = dr.is_jit_v(mi.Float)
-        if self.s.refine_fraction > 0:
+        if self.s.refine:
             return self._render_adaptive(seed, jit)
         img = mi.render(
             self.scene,
@@ -278,7 +281,7 @@ class IEBenchScene:
 
         if not jit:
             raise ValueError(
-                "adaptive sampling (refine_fraction > 0) needs a JIT variant (llvm_ad_rgb or cuda_ad_rgb), "
+                "adaptive sampling (refine tiers) needs a JIT variant (llvm_ad_rgb or cuda_ad_rgb), "
                 f"not {self.mi.variant()}"
             )
         colour, albedo, normal = render_adaptive(
@@ -289,7 +292,6 @@ class IEBenchScene:
             self.spp,
             seed,
             self.s.sampler,
-            self.s.refine_fraction,
-            self.s.refine_spp,
+            self.s.refine,
         )
         return RenderOutput(colour, albedo, normal, clean_aux=True) if self.s.aovs else RenderOutput(colour)

@@ -95,5 +95,5 @@ done
 stage bench_train 45 "${EV[@]}" bench train --method sie --device "$DEVICE" --image-size "$TRAIN_SIZE" \
   --batch-size "$TRAIN_BATCH" --steps "$STEPS" --out "$OUT/bench_train.json"
 stage render_bench_adaptive 45 "${EV[@]}" bench render --variant "$VARIANT" --res "${BENCH_RES##*,}" --spp 49 \
-  --refine-fraction 0.12 --refine-spp 256 --denoise off --views "$BENCH_VIEWS" --out "$OUT/bench_render_adaptive.json"
+  --refine 0.12:256 --denoise off --views "$BENCH_VIEWS" --out "$OUT/bench_render_adaptive.json"
 echo "done: $DEST (summary.txt, all.tgz)"

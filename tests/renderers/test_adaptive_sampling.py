@@ -80,10 +80,34 @@ def test_refine_count_and_bad_fraction():
     assert A.refine_count(10, 10, 0.0) == 0
     with pytest.raises(ValueError, match="fraction"):
         A.refine_count(10, 10, 1.5)
-    with pytest.raises(ValueError, match="refine_fraction"):
-        SceneSettings(refine_fraction=-0.1).validate()
-    with pytest.raises(ValueError, match="refine_spp"):
-        SceneSettings(refine_fraction=0.1, refine_spp=0).validate()
+    with pytest.raises(ValueError, match="fraction of pixels"):
+        SceneSettings(refine=((-0.1, 64),)).validate()
+    with pytest.raises(ValueError, match="extra samples"):
+        SceneSettings(refine=((0.1, 0),)).validate()
+    with pytest.raises(ValueError, match="cover 1.2"):
+        SceneSettings(refine=((0.7, 8), (0.5, 4))).validate()
+    with pytest.raises(ValueError, match="fraction, extra spp"):
+        SceneSettings(refine=((0.1,),)).validate()
+
+
+def test_parse_tiers():
+    assert A.parse_tiers("0.07:256,0.1:48") == ((0.07, 256), (0.1, 48))
+    assert A.parse_tiers(" 0.5:8 ") == ((0.5, 8),)
+    assert A.parse_tiers("") == ()
+    for bad in ("0.1", "0.1:x", "a:8", "0.1:8:2"):
+        with pytest.raises(ValueError, match="FRACTION:EXTRA_SPP"):
+            A.parse_tiers(bad)
+    with pytest.raises(ValueError, match="cover"):
+        A.parse_tiers("0.6:8,0.6:8")
+
+
+def test_tiers_survive_a_json_round_trip():
+    import dataclasses
+    import json
+
+    s = SceneSettings(refine=((0.07, 256), (0.1, 48)))
+    back = SceneSettings(**json.loads(json.dumps(dataclasses.asdict(s))))
+    assert back == s and back.refine == ((0.07, 256), (0.1, 48))
 
 
 # ----------------------------------------------------------------- with Mitsuba (llvm)
@@ -104,7 +128,7 @@ def test_pixel_loop_reproduces_mitsuba_render():
 
 def test_refined_pixels_get_more_samples_and_less_noise():
     mi = _llvm()
-    scene, view = _scene(mi, spp=4, refine_fraction=0.25, refine_spp=64)
+    scene, view = _scene(mi, spp=4, refine=((0.25, 64),))
     plain, _ = _scene(mi, spp=4)
     a, b = scene.render(view, 1).color, scene.render(view, 2).color
     pa, pb = plain.render(view, 1).color, plain.render(view, 2).color
@@ -119,11 +143,34 @@ def test_refined_pixels_get_more_samples_and_less_noise():
     np.testing.assert_allclose(a.reshape(-1, 3)[untouched], pa.reshape(-1, 3)[untouched], atol=1e-6)
 
 
+def test_tiers_refine_consecutive_slices_of_the_order():
+    """Two tiers: the first 10 % of the pixels in refine_order get 16 more samples, the next 15 %
+    9 more (each tier seeded from the one before), the rest none: rebuilt from the parts."""
+    mi = _llvm()
+    scene, view = _scene(mi, spp=4, refine=((0.1, 16), (0.15, 9)))
+    got = scene.render(view, 3).color.reshape(-1, 3)
+    its = [scene.integrator, scene.aux_integrator]
+    sums, squares, n = A.sample_pixels(mi, scene.scene, its, np.arange(32 * 32), 4, 3, "multijitter")
+    order = A.refine_order(sums, squares, n, 32, 32)
+    k1, k2 = A.refine_count(32, 32, 0.1), A.refine_count(32, 32, 0.15)
+    counts = np.full(32 * 32, float(n))
+    seed = 3
+    for chosen, extra in ((order[:k1], 16), (order[k1 : k1 + k2], 9)):
+        chosen = np.sort(chosen).astype(np.uint32)
+        seed = A.second_seed(seed)
+        s2, none, n2 = A.sample_pixels(mi, scene.scene, its, chosen, extra, seed, "multijitter", False)
+        assert none is None and n2 == extra
+        sums[chosen] += s2
+        counts[chosen] += n2
+    np.testing.assert_allclose(got, (sums[:, :3] / counts[:, None]).astype(np.float32), atol=1e-6)
+    assert (counts == 20).sum() == k1 and (counts == 13).sum() == k2 and (counts == 4).sum() == 1024 - k1 - k2
+
+
 def test_adaptive_render_is_deterministic_across_thread_counts():
     mi = _llvm()
     import drjit as dr
 
-    scene, view = _scene(mi, spp=9, refine_fraction=0.2, refine_spp=32)
+    scene, view = _scene(mi, spp=9, refine=((0.1, 32), (0.1, 8)))
     old = dr.thread_count()
     try:
         dr.set_thread_count(1)
@@ -147,6 +194,6 @@ def test_adaptive_sampling_refuses_the_scalar_variant():
     import mitsuba as mi
 
     v, f, c, _ = load_bench_mesh("mug")
-    scene = IEBenchScene(mi, SceneSettings(resolution=16, spp=2, refine_fraction=0.1), v, f, c)
+    scene = IEBenchScene(mi, SceneSettings(resolution=16, spp=2, refine=((0.1, 16),)), v, f, c)
     with pytest.raises(ValueError, match="JIT variant"):
         scene.render(official_views(1, 0)[0], 0)
