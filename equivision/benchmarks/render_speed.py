@@ -4,10 +4,15 @@ side by side with Blender Cycles (the renderer of the original 3DIEBench) on the
 Per resolution: the scene is built for one mesh, one warm-up render (view 0 with another seed;
 it also compiles the LLVM kernels) is not timed, then ``views`` views are timed end to end
 (scene update, render, denoise, tone map, JPEG encode), with the stages overlapped as
-``render iebench`` runs them (view i is denoised and encoded while view i+1 is traced): seconds per
-image = the loop's wall time / views. Noise sigma = RMS(v0 - v0') / sqrt(2) in
-8-bit levels, v0 and v0' being view 0 rendered with two seeds (after denoising and tone mapping),
-the definition used in shared/reference/render-peer-benchmark.md.
+``render iebench`` runs them (view i is denoised and encoded while view i+1 is traced). Seconds per
+image = the median time between consecutive finished images in steady state
+(:func:`steady_intervals`), the counterpart of the median per-view time that the Cycles script
+reports; the loop's wall time / views is kept too (``mean_seconds_per_image``). Noise sigma =
+RMS(v0 - v0') / sqrt(2) in 8-bit levels, v0 and v0' being view 0 rendered with two seeds (after
+denoising and tone mapping), the definition used in shared/reference/render-peer-benchmark.md;
+with ``noise_views`` K > 1 it is the mean of that sigma over K views (:func:`noise_view`), for
+Cycles and Mitsuba alike: one view is a noisy estimate of a renderer's noise (the four first
+views of the chair gave sigma 0.36-0.42 for Cycles).
 """
 
 from __future__ import annotations
@@ -43,6 +48,8 @@ class BenchResult:
     views: int
     other_cores: float | None = None
     round: int = 0
+    mean_seconds_per_image: float | None = None  # the timed loop's wall time / views (None: not measured)
+    noise_per_view: list[float] | None = None  # sigma of each noise view (noise_sigma is their mean)
 
 
 def official_views(n: int, seed: int = 0) -> list:
@@ -58,6 +65,22 @@ def official_views(n: int, seed: int = 0) -> list:
         angles = tuple(float(rng.uniform(-np.pi / 2, np.pi / 2)) for _ in range(3))
         out.append(ViewFactors(angles, float(floor_hue), float(theta), float(phi), float(hue)))
     return out
+
+
+def noise_view(k: int):
+    """Noise view k: the first view that the official draw order gives with seed k, which is the
+    view the Cycles script renders (twice, seeds 0 and 1) when run with ``--views 1 --seed k``.
+    Noise view 0 is timed view 0."""
+    return official_views(1, seed=k)[0]
+
+
+def steady_intervals(start: float, done_at: list[float]) -> list[float]:
+    """Seconds per image of an overlapped loop, one value per image in steady state: the time
+    between consecutive completions. The first completion also waited for the pipeline to fill
+    and the last one for nothing to overlap with, so neither counts, unless there are too few
+    images (then the loop's wall time / images)."""
+    gaps = [b - a for a, b in zip(done_at[:-2], done_at[1:-1], strict=True)]
+    return gaps or [(done_at[-1] - start) / len(done_at)]
 
 
 def sigma_8bit(a: np.ndarray, b: np.ndarray) -> float:
@@ -94,7 +117,13 @@ def _cpu_snapshot() -> tuple[float, float]:
 
 
 def bench_mitsuba(
-    settings: SceneSettings, use_denoiser: bool, tonemap: str, mesh: str | None, views: int, seed: int = 0
+    settings: SceneSettings,
+    use_denoiser: bool,
+    tonemap: str,
+    mesh: str | None,
+    views: int,
+    seed: int = 0,
+    noise_views: int = 1,
 ) -> BenchResult:
     import mitsuba as mi
 
@@ -114,15 +143,24 @@ def bench_mitsuba(
 
     warm = finish(None, trace(0, noise_seed(seed + 1, "bench", 0)))
     images: list[np.ndarray] = []
+    stamps: list[float] = []
+
+    def done(img: np.ndarray) -> None:
+        images.append(img)
+        stamps.append(time.perf_counter())
+
     busy0, own0 = _cpu_snapshot()
     t_all = time.perf_counter()
     # like render iebench: view i is denoised and encoded while view i+1 is traced
-    overlapped(range(views), lambda i: trace(i, noise_seed(seed, "bench", i)), finish, images.append)
+    overlapped(range(views), lambda i: trace(i, noise_seed(seed, "bench", i)), finish, done)
     wall = time.perf_counter() - t_all
     busy1, own1 = _cpu_snapshot()
     other = max(0.0, ((busy1 - busy0) - (own1 - own0)) / wall) if wall > 0 else None
-    first = images[0]
-    med = wall / views  # overlapped stages: images/s is the whole loop's throughput
+    sigmas = [sigma_8bit(images[0], warm)]
+    for k in range(1, noise_views):  # the other noise views, untimed
+        pair = [finish(None, scene.render(noise_view(k), noise_seed(seed + j, "bench", 0))) for j in (0, 1)]
+        sigmas.append(sigma_8bit(*pair))
+    med = statistics.median(steady_intervals(t_all, stamps))
     name = (
         f"mitsuba {mi.variant()} {settings.integrator}"
         f"{f'(d{settings.max_depth})' if settings.integrator == 'path' else ''} {settings.sampler}"
@@ -140,10 +178,31 @@ def bench_mitsuba(
         settings.spp,
         med,
         1.0 / med,
-        sigma_8bit(first, warm),
+        float(np.mean(sigmas)),
         views,
         other,
+        mean_seconds_per_image=wall / views,
+        noise_per_view=sigmas,
     )
+
+
+def _run_cycles(python: str, args: list[str], timeout: float) -> tuple[dict, float]:
+    """One run of the Cycles script: its RESULT record and the noise of its view 0 (the timed
+    render with seed 0 against the warm-up render with seed 1)."""
+    from PIL import Image
+
+    with tempfile.TemporaryDirectory(prefix="equivision_cycles_") as tmp:
+        cmd = [python, *args, "--example-dir", tmp]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+        if proc.returncode != 0 or not lines:
+            raise RuntimeError(f"Cycles benchmark failed ({' '.join(cmd)}):\n{proc.stderr[-2000:]}")
+        rec = json.loads(lines[-1][len("RESULT ") :])
+        pngs = sorted(Path(tmp).glob("*.png"))
+        v0 = next(p for p in pngs if p.name.endswith("_v0.png"))
+        w0 = next(p for p in pngs if p.name.endswith("_v0_seed1.png"))
+        sig = sigma_8bit(np.asarray(Image.open(v0).convert("RGB")), np.asarray(Image.open(w0).convert("RGB")))
+    return rec, sig
 
 
 def bench_cycles(
@@ -155,38 +214,17 @@ def bench_cycles(
     mesh_dir: str,
     denoise_mode: str = "bproc",
     timeout: float = 3600,
+    noise_views: int = 1,
 ) -> BenchResult:
-    """Run shared/bench/blender_3diebench.py (BlenderProc-like Cycles) in its own Python."""
-    from PIL import Image
-
-    with tempfile.TemporaryDirectory(prefix="equivision_cycles_") as tmp:
-        cmd = [
-            python,
-            script,
-            "--res",
-            str(resolution),
-            "--spp",
-            str(spp),
-            "--denoise",
-            denoise_mode,
-            "--mesh",
-            "chair",
-            "--views",
-            str(views),
-            "--mesh-dir",
-            mesh_dir,
-            "--example-dir",
-            tmp,
-        ]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-        if proc.returncode != 0 or not lines:
-            raise RuntimeError(f"Cycles benchmark failed ({' '.join(cmd)}):\n{proc.stderr[-2000:]}")
-        rec = json.loads(lines[-1][len("RESULT ") :])
-        pngs = sorted(Path(tmp).glob("*.png"))
-        v0 = next(p for p in pngs if p.name.endswith("_v0.png"))
-        w0 = next(p for p in pngs if p.name.endswith("_v0_seed1.png"))
-        sig = sigma_8bit(np.asarray(Image.open(v0).convert("RGB")), np.asarray(Image.open(w0).convert("RGB")))
+    """Run shared/bench/blender_3diebench.py (BlenderProc-like Cycles) in its own Python: one timed
+    run of ``views`` views, then, for noise views k >= 1 (:func:`noise_view`), one untimed run with
+    ``--views 1 --seed k`` each (the script renders its view 0 with seeds 0 and 1)."""
+    common = [script, "--res", str(resolution), "--spp", str(spp), "--denoise", denoise_mode]
+    common += ["--mesh", "chair", "--mesh-dir", mesh_dir]
+    rec, sig = _run_cycles(python, [*common, "--views", str(views)], timeout)
+    sigmas = [sig]
+    for k in range(1, noise_views):
+        sigmas.append(_run_cycles(python, [*common, "--views", "1", "--seed", str(k)], timeout)[1])
     return BenchResult(
         "cycles",
         f"cycles {denoise_mode} (bpy {rec.get('blender', '?')})",
@@ -194,9 +232,10 @@ def bench_cycles(
         spp,
         rec["median_s"],
         1.0 / rec["median_s"],
-        sig,
+        float(np.mean(sigmas)),
         views,
         rec.get("other_cores"),
+        noise_per_view=sigmas,
     )
 
 

@@ -8,10 +8,13 @@ import pytest
 
 from equivision.benchmarks.render_speed import (
     BenchResult,
+    bench_cycles,
     bench_mitsuba,
     format_table,
+    noise_view,
     official_views,
     sigma_8bit,
+    steady_intervals,
     write_report,
 )
 from equivision.renderers.scene import SceneSettings
@@ -44,18 +47,69 @@ def test_views_equal_the_cycles_benchmark_views():
     finally:
         sys.path.pop(0)
     theirs = b3.sample_views(3, 0)
-    for ours, t in zip(official_views(3, 0), theirs, strict=True):
+    # noise view k = the script's only view with --views 1 --seed k
+    pairs = list(zip(official_views(3, 0), theirs, strict=True))
+    pairs += [(noise_view(k), b3.sample_views(1, k)[0]) for k in range(4)]
+    for ours, t in pairs:
         assert ours.angles == pytest.approx(t["angles"]) and ours.light_phi == pytest.approx(t["spot_phi"])
         assert ours.floor_rgb == pytest.approx(t["floor_rgb"]) and ours.light_rgb == pytest.approx(
             t["spot_rgb"]
         )
 
 
+def test_noise_view_zero_is_timed_view_zero():
+    assert noise_view(0) == official_views(5, 0)[0]
+    assert noise_view(1) != noise_view(0)
+
+
+FAKE_CYCLES = """
+import argparse, json, os
+import numpy as np
+from PIL import Image
+ap = argparse.ArgumentParser()
+for a in ("--res", "--spp", "--denoise", "--mesh", "--mesh-dir", "--example-dir"):
+    ap.add_argument(a)
+ap.add_argument("--views", type=int)
+ap.add_argument("--seed", type=int, default=0)
+a = ap.parse_args()
+with open(os.path.join(a.mesh_dir, "calls.txt"), "a") as f:
+    f.write(f"{a.views} {a.seed}\\n")
+base = np.zeros((4, 4, 3), np.uint8)
+Image.fromarray(base).save(os.path.join(a.example_dir, "c_v0.png"))
+Image.fromarray(base + 2 * (a.seed + 1)).save(os.path.join(a.example_dir, "c_v0_seed1.png"))
+print("RESULT " + json.dumps({"blender": "fake", "median_s": 2.0 + a.seed}))
+"""
+
+
+def test_bench_cycles_averages_noise_over_views_from_one_run_per_extra_view(tmp_path):
+    script = tmp_path / "fake_cycles.py"
+    script.write_text(FAKE_CYCLES)
+    r = bench_cycles(sys.executable, str(script), 4, 100, 5, str(tmp_path), noise_views=3)
+    assert (tmp_path / "calls.txt").read_text().split("\n")[:3] == ["5 0", "1 1", "1 2"]
+    # view k differs by 2(k+1) levels everywhere: sigma_k = 2(k+1)/sqrt(2)
+    expected = [2 * (k + 1) / math.sqrt(2) for k in range(3)]
+    assert r.noise_per_view == pytest.approx(expected)
+    assert r.noise_sigma == pytest.approx(sum(expected) / 3)
+    assert r.seconds_per_image == 2.0 and r.views == 5  # timing from the timed run only
+
+
 def test_bench_mitsuba_reports_speed_and_noise():
     choose_variant("scalar_rgb")
-    r = bench_mitsuba(SceneSettings(resolution=16, spp=2, sun="directional"), False, "filmic", "mug", views=2)
-    assert r.renderer == "mitsuba" and r.resolution == 16 and r.views == 2
+    s = SceneSettings(resolution=16, spp=2, sun="directional")
+    r = bench_mitsuba(s, False, "filmic", "mug", views=4, noise_views=2)
+    assert r.renderer == "mitsuba" and r.resolution == 16 and r.views == 4
     assert r.images_per_second > 0 and r.noise_sigma > 0  # 2 spp: two seeds differ
+    assert r.mean_seconds_per_image > 0
+    assert len(r.noise_per_view) == 2 and r.noise_sigma == pytest.approx(np.mean(r.noise_per_view))
+    one = bench_mitsuba(s, False, "filmic", "mug", views=2)
+    assert one.noise_per_view == [r.noise_per_view[0]]  # noise view 0 does not depend on the rest
+
+
+def test_steady_intervals_drop_the_pipeline_fill_and_drain():
+    # finished at 5 (fill: two renders), 6, 8, 9.5 (steady), 9.6 (drain: nothing left to overlap)
+    assert steady_intervals(0.0, [5.0, 6.0, 8.0, 9.5, 9.6]) == pytest.approx([1.0, 2.0, 1.5])
+    assert steady_intervals(0.0, [4.0, 4.5]) == pytest.approx([2.25])  # too few: wall time / images
+    assert steady_intervals(1.0, [4.0]) == pytest.approx([3.0])
 
 
 def test_report_ratios_against_cycles(tmp_path):
