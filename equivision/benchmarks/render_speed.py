@@ -3,13 +3,10 @@ side by side with Blender Cycles (the renderer of the original 3DIEBench) on the
 
 Per resolution: the scene is built for one mesh, one warm-up render (view 0 with another seed;
 it also compiles the LLVM kernels) is not timed, then ``views`` views are timed end to end
-(scene update, render, denoise, tone map, JPEG encode), with the stages overlapped as
-``render iebench`` runs them (view i is denoised and encoded while view i+1 is traced). Seconds per
-image = the median time between consecutive finished images in steady state
-(:func:`steady_intervals`), the counterpart of the median per-view time that the Cycles script
-reports; the loop's wall time / views is kept too (``mean_seconds_per_image``). Noise sigma =
-RMS(v0 - v0') / sqrt(2) in 8-bit levels, v0 and v0' being view 0 rendered with two seeds (after
-denoising and tone mapping), the definition used in shared/reference/render-peer-benchmark.md;
+(scene update, render, denoise, tone map, JPEG encode). Seconds per image = the median over the
+views, as the Cycles script reports it; the mean is kept too (``mean_seconds_per_image``). Noise
+sigma = RMS(v0 - v0') / sqrt(2) in 8-bit levels, v0 and v0' being view 0 rendered with two seeds
+(after denoising and tone mapping), the definition used in shared/reference/render-peer-benchmark.md;
 with ``noise_views`` K > 1 it is the mean of that sigma over K views (:func:`noise_view`), for
 Cycles and Mitsuba alike: one view is a noisy estimate of a renderer's noise (the four first
 views of the chair gave sigma 0.36-0.42 for Cycles).
@@ -33,7 +30,6 @@ import numpy as np
 from equivision.renderers.postprocess import TONEMAPS, develop, encode_jpeg
 from equivision.renderers.sampling import noise_seed
 from equivision.renderers.scene import IEBenchScene, SceneSettings
-from equivision.utils.overlap import overlapped
 
 
 @dataclass
@@ -48,7 +44,7 @@ class BenchResult:
     views: int
     other_cores: float | None = None
     round: int = 0
-    mean_seconds_per_image: float | None = None  # the timed loop's wall time / views (None: not measured)
+    mean_seconds_per_image: float | None = None  # the timed views' mean (None: not measured)
     noise_per_view: list[float] | None = None  # sigma of each noise view (noise_sigma is their mean)
 
 
@@ -72,15 +68,6 @@ def noise_view(k: int):
     view the Cycles script renders (twice, seeds 0 and 1) when run with ``--views 1 --seed k``.
     Noise view 0 is timed view 0."""
     return official_views(1, seed=k)[0]
-
-
-def steady_intervals(start: float, done_at: list[float]) -> list[float]:
-    """Seconds per image of an overlapped loop, one value per image in steady state: the time
-    between consecutive completions. The first completion also waited for the pipeline to fill
-    and the last one for nothing to overlap with, so neither counts, unless there are too few
-    images (then the loop's wall time / images)."""
-    gaps = [b - a for a, b in zip(done_at[:-2], done_at[1:-1], strict=True)]
-    return gaps or [(done_at[-1] - start) / len(done_at)]
 
 
 def sigma_8bit(a: np.ndarray, b: np.ndarray) -> float:
@@ -133,34 +120,28 @@ def bench_mitsuba(
 
     views_list = official_views(views, seed)
 
-    def trace(i: int, noise: int):
-        return scene.render(views_list[i], noise)
-
-    def finish(_, out) -> np.ndarray:
-        img = develop(out, tm, use_denoiser)
+    def one(view, noise: int) -> np.ndarray:
+        img = develop(scene.render(view, noise), tm, use_denoiser)
         encode_jpeg(img)
         return img
 
-    warm = finish(None, trace(0, noise_seed(seed + 1, "bench", 0)))
+    warm = one(views_list[0], noise_seed(seed + 1, "bench", 0))
     images: list[np.ndarray] = []
-    stamps: list[float] = []
-
-    def done(img: np.ndarray) -> None:
-        images.append(img)
-        stamps.append(time.perf_counter())
-
+    times: list[float] = []
     busy0, own0 = _cpu_snapshot()
     t_all = time.perf_counter()
-    # like render iebench: view i is denoised and encoded while view i+1 is traced
-    overlapped(range(views), lambda i: trace(i, noise_seed(seed, "bench", i)), finish, done)
+    for i in range(views):
+        t0 = time.perf_counter()
+        images.append(one(views_list[i], noise_seed(seed, "bench", i)))
+        times.append(time.perf_counter() - t0)
     wall = time.perf_counter() - t_all
     busy1, own1 = _cpu_snapshot()
     other = max(0.0, ((busy1 - busy0) - (own1 - own0)) / wall) if wall > 0 else None
     sigmas = [sigma_8bit(images[0], warm)]
     for k in range(1, noise_views):  # the other noise views, untimed
-        pair = [finish(None, scene.render(noise_view(k), noise_seed(seed + j, "bench", 0))) for j in (0, 1)]
+        pair = [one(noise_view(k), noise_seed(seed + j, "bench", 0)) for j in (0, 1)]
         sigmas.append(sigma_8bit(*pair))
-    med = statistics.median(steady_intervals(t_all, stamps))
+    med = statistics.median(times)
     name = (
         f"mitsuba {mi.variant()} {settings.integrator}"
         f"{f'(d{settings.max_depth})' if settings.integrator == 'path' else ''} {settings.sampler}"
@@ -181,7 +162,7 @@ def bench_mitsuba(
         float(np.mean(sigmas)),
         views,
         other,
-        mean_seconds_per_image=wall / views,
+        mean_seconds_per_image=float(np.mean(times)),
         noise_per_view=sigmas,
     )
 

@@ -35,7 +35,6 @@ from equivision.renderers.postprocess import TONEMAPS, denoise_available, develo
 from equivision.renderers.sampling import noise_seed, sample_view
 from equivision.renderers.scene import SceneSettings
 from equivision.utils.io import atomic_save_npy, atomic_write_bytes, atomic_write_json
-from equivision.utils.overlap import overlapped
 
 FORMAT = "3diebench"
 
@@ -117,24 +116,15 @@ class ObjectRenderer:
             scene = IEBenchScene(
                 self.mi, self.scene_settings, mesh.vertices, mesh.faces, mesh.face_colors, envmap=self.envmap
             )
-
-            def trace(i: int):
+            for i in todo:
                 view = sample_view(cfg.seed, key, i, translation=cfg.translation)
-                return view, scene.render(view, noise_seed(cfg.seed, key, i))
-
-            def finish(i: int, traced) -> None:
-                view, out_img = traced
+                out_img = scene.render(view, noise_seed(cfg.seed, key, i))
                 jpeg = encode_jpeg(develop(out_img, self.tonemap, self.use_denoiser), cfg.jpeg_quality)
                 atomic_write_bytes(d / f"image_{i}.jpg", jpeg)
                 atomic_save_npy(d / f"latent_{i}.npy", view.latent())  # written last: marks the view done
-
-            def count(_) -> None:
                 res.rendered += 1
                 if on_view is not None:
                     on_view()
-
-            # view i is denoised, encoded and written while view i+1 is traced
-            overlapped(todo, trace, finish, count)
         except (MeshLoadError, RuntimeError, ValueError, OSError) as e:
             res.error = f"{type(e).__name__}: {e}"
         res.seconds = time.perf_counter() - t0

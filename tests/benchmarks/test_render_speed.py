@@ -14,7 +14,6 @@ from equivision.benchmarks.render_speed import (
     noise_view,
     official_views,
     sigma_8bit,
-    steady_intervals,
     write_report,
 )
 from equivision.renderers.scene import SceneSettings
@@ -103,13 +102,6 @@ def test_bench_mitsuba_reports_speed_and_noise():
     assert len(r.noise_per_view) == 2 and r.noise_sigma == pytest.approx(np.mean(r.noise_per_view))
     one = bench_mitsuba(s, False, "filmic", "mug", views=2)
     assert one.noise_per_view == [r.noise_per_view[0]]  # noise view 0 does not depend on the rest
-
-
-def test_steady_intervals_drop_the_pipeline_fill_and_drain():
-    # finished at 5 (fill: two renders), 6, 8, 9.5 (steady), 9.6 (drain: nothing left to overlap)
-    assert steady_intervals(0.0, [5.0, 6.0, 8.0, 9.5, 9.6]) == pytest.approx([1.0, 2.0, 1.5])
-    assert steady_intervals(0.0, [4.0, 4.5]) == pytest.approx([2.25])  # too few: wall time / images
-    assert steady_intervals(1.0, [4.0]) == pytest.approx([3.0])
 
 
 def test_report_ratios_against_cycles(tmp_path):
