@@ -26,6 +26,12 @@ BEV IoU or the 3D IoU (BEV overlap × z overlap). No difficulty levels (KITTI's 
 depend on the 2D box height and occlusion, which synthetic 360° labels do not have), and no
 DontCare regions. KITTI's usual thresholds are 0.7 for cars and 0.5 for pedestrians/cyclists;
 every class is reported at every threshold here.
+
+Ignored ground truth (``min_points``, as nuScenes and Waymo leave out boxes without LiDAR points):
+a box with fewer than ``min_points`` points of its frame's scan inside it (rotated BEV footprint and
+z range, :func:`points_in_boxes`) is not a positive to find, and a detection whose greedy match is
+such a box (it takes the box, as any match does) is dropped from the ranking: neither a true nor a
+false positive. ``min_points`` 0 evaluates every box. Training targets keep every box.
 """
 
 from __future__ import annotations
@@ -117,6 +123,34 @@ def box_iou(a: np.ndarray, b: np.ndarray, kind: str = "bev") -> np.ndarray:
 # --------------------------------------------------------------------------- AP
 
 
+def points_in_boxes(points: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """``(M,)`` number of points ``(N, >=3)`` inside each LiDAR box ``(M, 7)``: within its rotated
+    BEV footprint and its z range (boundaries included)."""
+    xyz = np.asarray(points, np.float64).reshape(len(points), -1)[:, :3]
+    b = np.asarray(boxes, np.float64).reshape(-1, 7)
+    out = np.zeros(len(b), np.int64)
+    for m, (x, y, z, l, w, h, yaw) in enumerate(b):
+        dx, dy = xyz[:, 0] - x, xyz[:, 1] - y
+        c, s = math.cos(yaw), math.sin(yaw)
+        along, across = c * dx + s * dy, -s * dx + c * dy  # the box frame
+        inside = (np.abs(along) <= l / 2) & (np.abs(across) <= w / 2) & (np.abs(xyz[:, 2] - z) <= h / 2)
+        out[m] = int(inside.sum())
+    return out
+
+
+def ignored_ground_truth(ground_truth: dict[str, np.ndarray], min_points: int) -> np.ndarray:
+    """Boolean mask of the boxes of one frame with fewer than ``min_points`` points (its
+    ``num_points``); all False when ``min_points`` is 0."""
+    if min_points < 0:
+        raise ValueError(f"min_points must be >= 0, got {min_points}")
+    n = len(np.asarray(ground_truth["labels"]))
+    if min_points == 0:
+        return np.zeros(n, bool)
+    if "num_points" not in ground_truth:
+        raise ValueError("min_points > 0 needs the ground truth's num_points (points inside each box)")
+    return np.asarray(ground_truth["num_points"]).reshape(n) < min_points
+
+
 def average_precision(
     detections: Sequence[dict[str, np.ndarray]],
     ground_truth: Sequence[dict[str, np.ndarray]],
@@ -124,30 +158,37 @@ def average_precision(
     iou_threshold: float,
     kind: str = "bev",
     recall_points: int = 40,
+    min_points: int = 0,
 ) -> float:
     """KITTI R40 AP of class ``label`` over frames (``detections[f]``: boxes, scores, labels;
-    ``ground_truth[f]``: boxes, labels). NaN when the class has no ground truth."""
+    ``ground_truth[f]``: boxes, labels and, when ``min_points`` > 0, ``num_points``). Boxes with fewer
+    than ``min_points`` points are ignored (module docstring). NaN when the class has no ground
+    truth that counts."""
     if len(detections) != len(ground_truth):
         raise ValueError(f"{len(detections)} frames of detections but {len(ground_truth)} of ground truth")
-    n_gt = sum(int((np.asarray(g["labels"]) == label).sum()) for g in ground_truth)
-    if n_gt == 0:
-        return math.nan
     scored = []  # (score, frame, detection index)
-    ious = []
+    ious, ignored = [], []
     for f, (d, g) in enumerate(zip(detections, ground_truth, strict=True)):
         dsel = np.nonzero(np.asarray(d["labels"]) == label)[0]
         gsel = np.nonzero(np.asarray(g["labels"]) == label)[0]
         db, gb = np.asarray(d["boxes"]).reshape(-1, 7)[dsel], np.asarray(g["boxes"]).reshape(-1, 7)[gsel]
         ious.append(box_iou(db, gb, kind))
+        ignored.append(ignored_ground_truth(g, min_points)[gsel])
         scored += [(float(np.asarray(d["scores"])[i]), f, k) for k, i in enumerate(dsel)]
+    n_gt = sum(int((~ign).sum()) for ign in ignored)
+    if n_gt == 0:
+        return math.nan
     scored.sort(key=lambda s: -s[0])
     taken = [np.zeros(iou.shape[1], bool) for iou in ious]
     tp = np.zeros(len(scored))
+    counted = np.ones(len(scored), bool)  # False: matched an ignored box, out of the ranking
     for n, (_, f, k) in enumerate(scored):
         row = np.where(taken[f], -1.0, ious[f][k]) if ious[f].shape[1] else np.zeros(0)
         if len(row) and row.max() >= iou_threshold:
-            taken[f][int(row.argmax())] = True
-            tp[n] = 1
+            j = int(row.argmax())
+            taken[f][j] = True
+            counted[n] = tp[n] = not ignored[f][j]
+    tp = tp[counted]
     ctp = np.cumsum(tp)
     recall = ctp / n_gt
     precision = ctp / np.arange(1, len(tp) + 1)
@@ -164,21 +205,40 @@ def evaluate_detections(
     classes: Sequence[str],
     thresholds: Sequence[float] = (0.5, 0.7),
     kinds: Sequence[str] = ("bev", "3d"),
+    min_points: int = 0,
 ) -> dict[str, Any]:
     """``{"AP": {kind: {thr: {class: AP}}}, "mAP": {kind: {thr: mean over classes with ground truth}}}``
-    (APs in [0, 1]; the threshold keys are strings like ``"0.5"``)."""
+    (APs in [0, 1]; the threshold keys are strings like ``"0.5"``); ``min_points`` as
+    :func:`average_precision`."""
     ap: dict[str, Any] = {}
     mean: dict[str, Any] = {}
     for kind in kinds:
         ap[kind], mean[kind] = {}, {}
         for thr in thresholds:
             per = {
-                c: average_precision(detections, ground_truth, k, thr, kind) for k, c in enumerate(classes)
+                c: average_precision(detections, ground_truth, k, thr, kind, min_points=min_points)
+                for k, c in enumerate(classes)
             }
             vals = [v for v in per.values() if not math.isnan(v)]
             ap[kind][f"{thr:g}"] = per
             mean[kind][f"{thr:g}"] = float(np.mean(vals)) if vals else math.nan
     return {"AP": ap, "mAP": mean}
+
+
+def ignored_summary(
+    ground_truth: Sequence[dict[str, np.ndarray]], classes: Sequence[str], min_points: int
+) -> dict[str, Any]:
+    """The setting and how many ground truth boxes it leaves out, in all and per class."""
+    labels = [np.asarray(g["labels"]) for g in ground_truth]
+    masks = [ignored_ground_truth(g, min_points) for g in ground_truth]
+    lab = np.concatenate(labels) if labels else np.zeros(0, int)
+    ign = np.concatenate(masks) if masks else np.zeros(0, bool)
+    return {
+        "min_points": int(min_points),
+        "boxes": int(len(lab)),
+        "ignored_boxes": int(ign.sum()),
+        "ignored_per_class": {c: int(ign[lab == k].sum()) for k, c in enumerate(classes)},
+    }
 
 
 # --------------------------------------------------------------------------- head, targets, decoding
@@ -366,6 +426,7 @@ class DetectionConfig:
     freeze_encoder: bool = False
     thresholds: list[float] = field(default_factory=lambda: [0.5, 0.7])
     score_threshold: float = 0.01  # low: AP integrates over the whole score ranking
+    min_eval_points: int = 1  # evaluation ignores boxes with fewer points inside (0: none ignored)
     top_k: int = 100
     cache: bool = True  # keep the frames in memory after their first read (each is read many times)
     seed: int = 0
@@ -456,7 +517,8 @@ def train_detector(
 
 @torch.no_grad()
 def predict(detector: BEVDetector, dataset, cfg: DetectionConfig, device: torch.device) -> tuple[list, list]:
-    """(detections, ground truth) of every frame of ``dataset`` (ground truth limited to the grid)."""
+    """(detections, ground truth) of every frame of ``dataset`` (ground truth limited to the grid,
+    with ``num_points``: the points of the frame's scan inside each box)."""
     from equivision.ssl.lidar.data import collate_scans
 
     detector.eval()
@@ -472,7 +534,8 @@ def predict(detector: BEVDetector, dataset, cfg: DetectionConfig, device: torch.
             inside = (
                 enc.grid.inside(torch.from_numpy(bx[:, :3]).float()).numpy() if len(bx) else np.zeros(0, bool)
             )
-            gts.append({"boxes": bx[inside], "labels": it["labels"].numpy()[inside]})
+            counts = points_in_boxes(it["points"].numpy(), bx[inside])
+            gts.append({"boxes": bx[inside], "labels": it["labels"].numpy()[inside], "num_points": counts})
     return dets, gts
 
 
@@ -491,6 +554,8 @@ def run_detection_benchmark(cfg: DetectionConfig) -> dict[str, Any]:
     from equivision.ssl.lidar.data import LidarFrames
     from equivision.ssl.lidar.train import load_lidar_encoder
 
+    if cfg.min_eval_points < 0:
+        raise ValueError(f"min_eval_points must be >= 0, got {cfg.min_eval_points}")
     device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if cfg.device == "auto" else cfg.device))  # fmt: skip
     classes = detection_classes(cfg.data, cfg.classes)
@@ -511,7 +576,7 @@ def run_detection_benchmark(cfg: DetectionConfig) -> dict[str, Any]:
     else:
         spec = EncoderSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg.encoder.items()})
     inits = ["scratch"] + (["pretrained"] if cfg.pretrained else [])
-    runs = []
+    runs, evaluation = [], None
     for fraction in cfg.fractions:
         subset = labelled_subset(len(train_set), fraction, cfg.seed)
         for init in inits:
@@ -522,7 +587,8 @@ def run_detection_benchmark(cfg: DetectionConfig) -> dict[str, Any]:
             t0 = time.perf_counter()
             losses = train_detector(detector, train_set, cfg, subset, device, desc=f"{init} {fraction:g}")
             dets, gts = predict(detector, val_set, cfg, device)
-            metrics = evaluate_detections(dets, gts, classes, cfg.thresholds)
+            metrics = evaluate_detections(dets, gts, classes, cfg.thresholds, min_points=cfg.min_eval_points)
+            evaluation = evaluation or ignored_summary(gts, classes, cfg.min_eval_points)
             seconds = time.perf_counter() - t0
             runs.append({"init": init, "fraction": fraction, "frames": len(subset), "seconds": seconds,
                          "first_loss": losses[0], "last_loss": losses[-1], **metrics})  # fmt: skip
@@ -533,6 +599,7 @@ def run_detection_benchmark(cfg: DetectionConfig) -> dict[str, Any]:
         "encoder": spec.as_dict(),
         "pretrained": record and {k: record[k] for k in ("method", "steps", "sha256") if k in record},
         "config": asdict(cfg),
+        "evaluation": evaluation,  # the val ground truth is the same for every run
         "runs": runs,
     }
     out = Path(cfg.out)
@@ -565,8 +632,16 @@ def results_table(results: dict[str, Any], kind: str = "bev") -> str:
         cells = [f"{100 * r['fraction']:g} %", str(r["frames"]), r["init"]]
         cells += [pct(r["mAP"][kind][t]) for t in thrs] + [pct(r["AP"][kind][low][c]) for c in classes]
         lines.append("| " + " | ".join(cells) + " |")
+    ev = results.get("evaluation")
+    if ev and ev["min_points"] > 0:
+        ignored = (
+            f"{ev['ignored_boxes']} of {ev['boxes']} ground truth boxes ignored (fewer than "
+            f"{ev['min_points']} LiDAR point{'s' if ev['min_points'] > 1 else ''} inside)"
+        )
+    else:
+        ignored = "every ground truth box evaluated (min points 0)"
     return (
         "\n".join(lines)
         + "\n\nAP in %, KITTI R40 interpolation, "
-        + f"{kind.upper()} IoU, no difficulty levels.\n"
+        + f"{kind.upper()} IoU, no difficulty levels; {ignored}.\n"
     )

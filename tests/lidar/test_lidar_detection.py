@@ -81,6 +81,83 @@ def test_ap_r40_by_hand_with_a_false_positive_ranked_first():
     assert math.isnan(D.average_precision(dets, gt, 1, 0.7))  # no ground truth of class 1
 
 
+def three_cars() -> np.ndarray:
+    return np.concatenate([CAR, shifted(CAR, 20.0), shifted(CAR, -20.0)])  # A, B, C: 20 m apart
+
+
+def test_a_detection_of_an_ignored_box_is_neither_true_nor_false_positive():
+    # B has no points: ignored at min_points 1. Ranked: B 0.9, A 0.8, a false positive 0.7, C 0.6
+    gt = [{"boxes": three_cars(), "labels": np.array([0, 0, 0]), "num_points": np.array([30, 0, 12])}]
+    boxes = np.concatenate([three_cars()[1:2], CAR, shifted(CAR, 10.0), three_cars()[2:3]])
+    dets = [{"boxes": boxes, "labels": np.zeros(4, int), "scores": np.array([0.9, 0.8, 0.7, 0.6])}]
+    # min_points 1: B's detection leaves the ranking -> TP, FP, TP of 2 boxes: recall 1/2 at
+    # precision 1, recall 1 at precision 2/3 -> R40 = (20 x 1 + 20 x 2/3) / 40
+    assert D.average_precision(dets, gt, 0, 0.7, min_points=1) == pytest.approx((20 + 20 * 2 / 3) / 40)
+    # min_points 0: TP, TP, FP, TP of 3 boxes: precision 1 up to recall 2/3 (R40 points 1..26), then
+    # 3/4 at recall 1 (points 27..40)
+    assert D.average_precision(dets, gt, 0, 0.7, min_points=0) == pytest.approx((26 + 14 * 0.75) / 40)
+    assert D.average_precision(dets, gt, 0, 0.7) == D.average_precision(dets, gt, 0, 0.7, min_points=0)
+    # a second detection of B finds it taken and nothing else: a false positive, ranked above A
+    dup = [{"boxes": np.concatenate([three_cars()[1:2], three_cars()[1:2], CAR]), "labels": np.zeros(3, int),
+            "scores": np.array([0.9, 0.85, 0.8])}]  # fmt: skip
+    gt_ab = [{"boxes": three_cars()[:2], "labels": np.array([0, 0]), "num_points": np.array([30, 0])}]
+    assert D.average_precision(dup, gt_ab, 0, 0.7, min_points=1) == pytest.approx(0.5)  # FP then TP
+
+
+def test_a_box_without_points_is_ignored_at_min_points_1_and_counted_at_0():
+    gt_boxes = three_cars()[:2]  # A and B
+    rng = np.random.default_rng(0)
+    cloud = np.concatenate([CAR[:, :3] + rng.uniform(-0.4, 0.4, (3, 3)), np.ones((3, 1))], axis=1)
+    counts = D.points_in_boxes(cloud, gt_boxes)  # three points inside A, none inside B
+    assert counts.tolist() == [3, 0]
+    gt = [{"boxes": gt_boxes, "labels": np.array([0, 0]), "num_points": counts}]
+    dets = [{"boxes": CAR, "labels": np.array([0]), "scores": np.array([0.9])}]  # A found, B missed
+    res1 = D.evaluate_detections(dets, gt, ["Car"], min_points=1)
+    res0 = D.evaluate_detections(dets, gt, ["Car"], min_points=0)
+    assert res1["AP"]["bev"]["0.7"]["Car"] == pytest.approx(1.0)  # B does not count
+    assert res0["AP"]["bev"]["0.7"]["Car"] == pytest.approx(20 / 40)  # recall 1/2 at precision 1
+    assert res1["mAP"]["3d"]["0.5"] == pytest.approx(1.0) and res0["mAP"]["3d"]["0.5"] == pytest.approx(0.5)
+    # 3 points count at min_points 3; at 4 no Car box counts: NaN, as a class without ground truth
+    assert D.average_precision(dets, gt, 0, 0.7, min_points=3) == pytest.approx(1.0)
+    assert math.isnan(D.average_precision(dets, gt, 0, 0.7, min_points=4))
+    summary = D.ignored_summary(
+        gt + [{"labels": np.array([1]), "num_points": np.array([0])}], ["Car", "Van"], 1
+    )
+    assert summary == {
+        "min_points": 1,
+        "boxes": 3,
+        "ignored_boxes": 2,
+        "ignored_per_class": {"Car": 1, "Van": 1},
+    }
+    with pytest.raises(ValueError, match="num_points"):
+        D.average_precision(dets, [{"boxes": gt_boxes, "labels": np.array([0, 0])}], 0, 0.7, min_points=1)
+    with pytest.raises(ValueError, match=">= 0"):
+        D.average_precision(dets, gt, 0, 0.7, min_points=-1)
+
+
+def test_points_in_a_rotated_box_by_hand():
+    # a 4 x 2 x 1 m box at (2, 1, 0.5) turned 45 degrees: u along its length, v across
+    box = np.array([[2.0, 1.0, 0.5, 4.0, 2.0, 1.0, math.pi / 4]])
+    u, v = np.array([1.0, 1.0]) / math.sqrt(2), np.array([-1.0, 1.0]) / math.sqrt(2)
+    centre = np.array([2.0, 1.0])
+
+    def at(xy, z=0.5):
+        return [*(centre + xy), z, 0.3]
+
+    # the last of each list: (1.2, 1.2) is 1.70 m along (outside the unturned box); (1.8, -0.8) is
+    # 1.84 m across (inside the unturned box)
+    inside = [at(0 * u), at(1.9 * u), at(-1.9 * u), at(0.9 * v), at(-0.9 * v + 1.5 * u), at(0 * u, 0.05),
+              at(np.array([1.2, 1.2]))]  # fmt: skip
+    outside = [at(2.1 * u), at(-1.1 * v), at(0 * u, 1.1), at(0 * u, -0.1), at(np.array([1.8, -0.8]))]
+    cloud = np.array(inside + outside)
+    unturned = box.copy()
+    unturned[0, 6] = 0.0
+    empty = np.array([[-5.0, -5.0, 0.0, 1.0, 1.0, 1.0, 0.3]])
+    # the unturned box holds the centre, 0.9 v, 1.5 u - 0.9 v, z 0.05, -1.1 v and (1.8, -0.8)
+    assert D.points_in_boxes(cloud, np.concatenate([box, unturned, empty])).tolist() == [7, 6, 0]
+    assert D.points_in_boxes(cloud, np.zeros((0, 7))).shape == (0,)
+
+
 def test_targets_decode_back_to_the_boxes():
     grid = BEVGrid((-16.0, 16.0), (-16.0, 16.0), (-3.0, 3.0), 0.5)
     boxes = [torch.tensor([[3.3, -7.1, -0.8, 4.1, 1.7, 1.4, 2.5], [-10.0, 4.0, -1.0, 0.9, 0.5, 1.0, -0.4]]),
@@ -230,6 +307,31 @@ def test_detection_protocol_end_to_end(tiny_dataset, tmp_path, capsys):
         for v in r["mAP"]["bev"].values():
             assert v is None or math.isnan(v) or 0.0 <= v <= 1.0
     assert "| 50 % | 1 | scratch |" in (tmp_path / "det/results.md").read_text()
+    ev = res["evaluation"]
+    assert res["config"]["min_eval_points"] == 1 and ev["min_points"] == 1  # the default
+    assert (
+        0 <= ev["ignored_boxes"] <= ev["boxes"]
+        and sum(ev["ignored_per_class"].values()) == ev["ignored_boxes"]
+    )
+    assert f"{ev['ignored_boxes']} of {ev['boxes']} ground truth boxes ignored" in capsys.readouterr().out
+
+
+def test_min_eval_points_must_not_be_negative(capsys, tmp_path):
+    import argparse
+
+    from equivision.ssl.lidar.commands import register
+
+    parser = argparse.ArgumentParser()
+    register(parser)
+    base = ["detect", "--data", str(tmp_path)]
+    assert parser.parse_args([*base, "--min-eval-points", "0"]).min_eval_points == 0
+    assert parser.parse_args(base).min_eval_points == 1
+    for bad in ("-1", "two"):
+        with pytest.raises(SystemExit) as exc:
+            parser.parse_args([*base, "--min-eval-points", bad])
+        assert exc.value.code == 2 and "expected an integer >= 0" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="min_eval_points must be >= 0"):
+        D.run_detection_benchmark(D.DetectionConfig(data=str(tmp_path), min_eval_points=-1))
 
 
 @pytest.fixture(scope="module")

@@ -3,6 +3,7 @@ detection probe of :mod:`equivision.benchmarks.lidar_detection`, imported only b
 
     equivision lidar pretrain --config scripts/pretrain/lidar/mini.yaml data.root=DATA [key=value ...]
     equivision lidar detect --data DATA --pretrained runs/lidar_mini --steps 800 --out runs/lidar_det
+        [--min-eval-points 1]   # AP ignores boxes with fewer LiDAR points inside (0: none)
 """
 
 from __future__ import annotations
@@ -48,10 +49,28 @@ def register(group_parser: argparse.ArgumentParser) -> None:
         "--score-threshold", type=float, default=0.01, help="keep detections scoring at least this"
     )
     d.add_argument("--top-k", type=int, default=100, help="at most this many detections per scan")
+    d.add_argument(
+        "--min-eval-points",
+        type=_non_negative,
+        default=1,
+        metavar="N",
+        help="AP ignores ground truth boxes with fewer than N LiDAR points inside, and detections "
+        "matched to them (nuScenes/Waymo practice); 0 evaluates every box",
+    )
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--device", default="auto")
     d.add_argument("--out", default="runs/lidar_detection", help="folder for results.json / results.md")
     d.set_defaults(func=cmd_detect)
+
+
+def _non_negative(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        v = -1
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return v
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
@@ -107,6 +126,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
         thresholds=_floats(args.thresholds, "--thresholds"),
         score_threshold=args.score_threshold,
         top_k=args.top_k,
+        min_eval_points=args.min_eval_points,
         seed=args.seed,
         device=args.device,
         out=args.out,
