@@ -120,7 +120,7 @@ def check_tiers(tiers) -> None:
     (0, 1] summing to at most 1, extra samples >= 1."""
     total = 0.0
     for tier in tiers:
-        if len(tier) != 2:
+        if not isinstance(tier, tuple | list) or len(tier) != 2:
             raise ValueError(f"a refinement tier is (fraction, extra spp), got {tier!r}")
         fraction, extra = tier
         if not 0.0 < fraction <= 1.0:

@@ -64,7 +64,7 @@ class SceneSettings:
     refine: tuple[tuple[float, int], ...] = ()
 
     def __post_init__(self) -> None:  # from JSON the tiers come back as lists
-        object.__setattr__(self, "refine", tuple(tuple(t) for t in self.refine))
+        object.__setattr__(self, "refine", tuple(tuple(t) if isinstance(t, list) else t for t in self.refine))
 
     def validate(self) -> None:
         if self.integrator not in INTEGRATORS:

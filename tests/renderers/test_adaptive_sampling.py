@@ -88,6 +88,8 @@ def test_refine_count_and_bad_fraction():
         SceneSettings(refine=((0.7, 8), (0.5, 4))).validate()
     with pytest.raises(ValueError, match="fraction, extra spp"):
         SceneSettings(refine=((0.1,),)).validate()
+    with pytest.raises(ValueError, match="fraction, extra spp"):
+        SceneSettings(refine=(0.1, 256)).validate()  # one tier, not wrapped in a tuple
 
 
 def test_parse_tiers():
