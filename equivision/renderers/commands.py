@@ -62,6 +62,12 @@ def register(group: argparse.ArgumentParser) -> None:
         choices=["auto", "on", "off"],
         help="Intel OIDN; auto = on with the llvm/cuda variants when pyoidn is installed",
     )
+    r.add_argument(
+        "--denoise-device",
+        default="auto",
+        choices=["auto", "cpu", "cuda"],
+        help="where OIDN runs; auto = the GPU with a cuda variant (needs torch + pyoidn CUDA), else the CPU",
+    )
     r.add_argument("--jpeg-quality", type=int, default=95)
     r.add_argument(
         "--variant", default="auto", help="Mitsuba variant; auto = cuda_ad_rgb, llvm_ad_rgb, scalar_rgb"
@@ -145,6 +151,7 @@ def cmd_iebench(args: argparse.Namespace) -> int:
         jpeg_quality=args.jpeg_quality,
         tonemap=args.tonemap,
         denoise=args.denoise,
+        denoise_device=args.denoise_device,
         variant=args.variant,
         scene=scene,
         val_fraction=args.val_fraction,

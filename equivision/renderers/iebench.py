@@ -31,7 +31,14 @@ from equivision.renderers.jobs import (
     write_status,
 )
 from equivision.renderers.meshes.base import MeshLoadError, build_mesh_source
-from equivision.renderers.postprocess import TONEMAPS, denoise_available, develop, encode_jpeg
+from equivision.renderers.postprocess import (
+    DENOISE_DEVICES,
+    TONEMAPS,
+    denoise_available,
+    develop,
+    encode_jpeg,
+    resolve_denoise_device,
+)
 from equivision.renderers.sampling import noise_seed, sample_view
 from equivision.renderers.scene import SceneSettings
 from equivision.utils.io import atomic_save_npy, atomic_write_bytes, atomic_write_json
@@ -50,6 +57,7 @@ class RenderConfig:
     jpeg_quality: int = 95
     tonemap: str = "filmic"
     denoise: str = "auto"  # auto (on for llvm/cuda when pyoidn is installed) | on | off
+    denoise_device: str = "auto"  # where OIDN runs: auto (the GPU with cuda variants) | cpu | cuda
     variant: str = "auto"
     scene: SceneSettings = field(default_factory=SceneSettings)
     val_fraction: float = 0.2
@@ -59,6 +67,8 @@ class RenderConfig:
         """The settings that decide what is rendered (a resumed run must use the same ones)."""
         d = dataclasses.asdict(self)
         d.pop("out")
+        if d["denoise_device"] == "auto":  # the default: folders rendered before the option resume
+            d.pop("denoise_device")
         return d
 
 
@@ -83,14 +93,16 @@ def view_done(d: Path, i: int) -> bool:
 class ObjectRenderer:
     """Renders every missing view of one object; holds the Mitsuba variant of its process."""
 
-    def __init__(self, cfg: RenderConfig, variant: str, use_denoiser: bool, source):
+    def __init__(self, cfg: RenderConfig, variant: str, denoise_device: str | None, source):
+        """``denoise_device``: where OIDN runs (``cpu``/``cuda``), None = no denoising."""
         import mitsuba as mi
 
         from equivision.renderers.scene import cone_sun_envmap
 
-        self.cfg, self.variant, self.use_denoiser, self.source = cfg, variant, use_denoiser, source
+        self.cfg, self.variant, self.source = cfg, variant, source
+        self.use_denoiser, self.denoise_device = denoise_device is not None, denoise_device or "cpu"
         self.mi = mi
-        self.scene_settings = dataclasses.replace(cfg.scene, aovs=use_denoiser)
+        self.scene_settings = dataclasses.replace(cfg.scene, aovs=self.use_denoiser)
         self.envmap = cone_sun_envmap(mi) if cfg.scene.sun == "cone" else None
         self.tonemap = TONEMAPS.get(cfg.tonemap)
 
@@ -119,7 +131,8 @@ class ObjectRenderer:
             for i in todo:
                 view = sample_view(cfg.seed, key, i, translation=cfg.translation)
                 out_img = scene.render(view, noise_seed(cfg.seed, key, i))
-                jpeg = encode_jpeg(develop(out_img, self.tonemap, self.use_denoiser), cfg.jpeg_quality)
+                img = develop(out_img, self.tonemap, self.use_denoiser, self.denoise_device)
+                jpeg = encode_jpeg(img, cfg.jpeg_quality)
                 atomic_write_bytes(d / f"image_{i}.jpg", jpeg)
                 atomic_save_npy(d / f"latent_{i}.npy", view.latent())  # written last: marks the view done
                 res.rendered += 1
@@ -136,11 +149,11 @@ def object_task_fn(renderer: ObjectRenderer) -> TaskFn:
     return lambda task, tick: renderer.render_object(*task, on_view=tick)
 
 
-def _worker_task_fn(cfg_dict: dict, variant: str, use_denoiser: bool) -> TaskFn:
+def _worker_task_fn(cfg_dict: dict, variant: str, denoise_device: str | None) -> TaskFn:
     """A pool worker's task function (its own renderer and mesh source)."""
     cfg = config_from_dict(cfg_dict)
     source = build_mesh_source(cfg.source, **cfg.source_options)
-    return object_task_fn(ObjectRenderer(cfg, variant, use_denoiser, source))
+    return object_task_fn(ObjectRenderer(cfg, variant, denoise_device, source))
 
 
 def config_from_dict(d: dict) -> RenderConfig:
@@ -211,6 +224,8 @@ def run_render(
         raise ValueError(f"unknown tone map {cfg.tonemap!r}; known: {', '.join(TONEMAPS.names())}")
     if cfg.denoise not in ("auto", "on", "off"):
         raise ValueError(f"denoise must be auto, on or off, got {cfg.denoise!r}")
+    if cfg.denoise_device not in DENOISE_DEVICES:
+        raise ValueError(f"denoise device must be one of {DENOISE_DEVICES}, got {cfg.denoise_device!r}")
     cfg.scene.validate()
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -222,6 +237,7 @@ def run_render(
     use_denoiser = cfg.denoise == "on" or (
         cfg.denoise == "auto" and is_jit(choice.variant) and denoise_available()
     )
+    denoise_device = resolve_denoise_device(cfg.denoise_device, choice.variant) if use_denoiser else None
     if choice.note:
         print(f"note: {choice.note}")
 
@@ -240,9 +256,9 @@ def run_render(
             results,
             bar,
             workers=workers,
-            local=lambda: object_task_fn(ObjectRenderer(cfg, choice.variant, use_denoiser, source)),
+            local=lambda: object_task_fn(ObjectRenderer(cfg, choice.variant, denoise_device, source)),
             setup=WorkerSetup(
-                choice.variant, _worker_task_fn, (dataclasses.asdict(cfg), choice.variant, use_denoiser)
+                choice.variant, _worker_task_fn, (dataclasses.asdict(cfg), choice.variant, denoise_device)
             ),
         )
     finally:
@@ -250,7 +266,7 @@ def run_render(
         finished = len(results) == len(mine)
         _write_status(out, shard, num_shards, choice.variant, results, finished, time.perf_counter() - t0)
     seconds = time.perf_counter() - t0
-    manifest = merge_manifest(out, cfg, planned, source, num_shards, choice, use_denoiser)
+    manifest = merge_manifest(out, cfg, planned, source, num_shards, choice, denoise_device)
     return JobSummary(
         str(out),
         choice.variant,
@@ -281,7 +297,7 @@ def _write_status(out, shard, num_shards, variant, results, finished, seconds) -
 
 
 def merge_manifest(
-    out: Path, cfg: RenderConfig, planned, source, num_shards: int, choice, use_denoiser: bool
+    out: Path, cfg: RenderConfig, planned, source, num_shards: int, choice, denoise_device: str | None
 ) -> dict:
     """Write manifest.json from every shard's status; when all shards are finished, also the split files."""
     import mitsuba as mi
@@ -320,7 +336,8 @@ def merge_manifest(
         "settings": cfg.content_key(),
         "renderer": statuses.renderer_entry(
             choice,
-            denoiser="oidn" if use_denoiser else None,
+            denoiser="oidn" if denoise_device else None,
+            denoise_device=denoise_device,  # where this run's OIDN ran (cpu / cuda)
             tonemap=cfg.tonemap,
             effective_spp=effective_spp(mi, cfg.scene.sampler, cfg.scene.spp),
         ),

@@ -125,10 +125,15 @@ def denoise(
     clean = bool(clean_aux and a is not None)
     if device == "cpu":
         return pyoidn.denoise(c, a, n, hdr=True, clean_aux=clean)
+    return _denoise_torch(pyoidn, c, a, n, clean, device)
+
+
+def _denoise_torch(pyoidn, c, a, n, clean: bool, device: str) -> np.ndarray:
+    """OIDN on torch tensors on ``device`` (pyoidn picks its device from the tensors'), back as NumPy."""
     import torch
 
     def t(x):
-        return None if x is None else torch.from_numpy(x).to(device, non_blocking=True)
+        return None if x is None else torch.from_numpy(x).to(device)
 
     return pyoidn.denoise(t(c), t(a), t(n), hdr=True, clean_aux=clean).cpu().numpy()
 

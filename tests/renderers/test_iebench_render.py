@@ -229,3 +229,27 @@ def test_render_passes_data_check_and_reads_back(reference_render, capsys):
     np.testing.assert_allclose(
         item["latents"][0].numpy(), np.load(out / c / o / f"latent_{view}.npy"), rtol=1e-6
     )
+
+
+def test_denoise_device_is_checked_and_recorded(tmp_path, monkeypatch):
+    pytest.importorskip("pyoidn")
+    import equivision.renderers.postprocess as pp
+
+    monkeypatch.setattr(pp, "cuda_denoise_available", lambda: False)  # as on a machine without a GPU
+    one = dict(views_per_object=1, source_options={"classes": ["mug"], "objects_per_class": 1})
+    with pytest.raises(ValueError, match="denoise device must be one of"):
+        run_render(tiny_config(tmp_path / "bad", denoise="on", denoise_device="gpu", **one), progress=False)
+    with pytest.raises(ValueError, match="--denoise-device cpu"):
+        run_render(tiny_config(tmp_path / "nc", denoise="on", denoise_device="cuda", **one), progress=False)
+    out = tmp_path / "dn"
+    s = run_render(tiny_config(out, denoise="on", **one), progress=False)
+    r = json.loads((out / "manifest.json").read_text())["renderer"]
+    assert s.rendered == 1 and r["denoiser"] == "oidn" and r["denoise_device"] == "cpu"
+    # the default request stays out of the settings lock (folders from before the option resume);
+    # an explicit one is part of it
+    assert "denoise_device" not in tiny_config(out).content_key()
+    assert tiny_config(out, denoise_device="cpu").content_key()["denoise_device"] == "cpu"
+    off = tmp_path / "off"
+    run_render(tiny_config(off, **one), progress=False)
+    r = json.loads((off / "manifest.json").read_text())["renderer"]
+    assert r["denoiser"] is None and r["denoise_device"] is None
