@@ -10,6 +10,12 @@ sigma = RMS(v0 - v0') / sqrt(2) in 8-bit levels, v0 and v0' being view 0 rendere
 with ``noise_views`` K > 1 it is the mean of that sigma over K views (:func:`noise_view`), for
 Cycles and Mitsuba alike: one view is a noisy estimate of a renderer's noise (the four first
 views of the chair gave sigma 0.36-0.42 for Cycles).
+
+With ``profile`` the timed views (only they) also go through a :class:`StageTimer` that waits for
+the device before each stage's clock stops (``dr.sync_thread()`` for JIT variants): the result's
+``stages`` then holds, per stage (scene update, trace or first pass / refine order / tiers,
+denoise, tone map, JPEG), milliseconds per image and calls; the rest of an image's time is
+Python glue between the stages (:func:`format_stages` shows it as "other").
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ import numpy as np
 from equivision.renderers.postprocess import TONEMAPS, develop, encode_jpeg
 from equivision.renderers.sampling import noise_seed
 from equivision.renderers.scene import IEBenchScene, SceneSettings
+from equivision.utils.stages import StageTimer, stage
 
 
 @dataclass
@@ -46,6 +53,9 @@ class BenchResult:
     round: int = 0
     mean_seconds_per_image: float | None = None  # the timed views' mean (None: not measured)
     noise_per_view: list[float] | None = None  # sigma of each noise view (noise_sigma is their mean)
+    denoise_device: str | None = None  # where OIDN ran (cpu / cuda); None: no denoising
+    # with --profile: stage -> {"ms_per_image": mean over the timed views, "calls": how many}
+    stages: dict[str, dict[str, float]] | None = None
 
 
 def official_views(n: int, seed: int = 0) -> list:
@@ -103,6 +113,22 @@ def _cpu_snapshot() -> tuple[float, float]:
     return busy / os.sysconf("SC_CLK_TCK"), time.process_time()
 
 
+def device_sync(mi):
+    """What waits for the renderer's device to finish queued work: ``dr.sync_thread`` for JIT
+    variants (LLVM, CUDA), None for scalar ones (they compute eagerly)."""
+    import drjit as dr
+
+    return dr.sync_thread if dr.is_jit_v(mi.Float) else None
+
+
+def stage_breakdown(timer: StageTimer, images: int) -> dict[str, dict[str, float]]:
+    """Per stage: milliseconds per image (over ``images`` images) and number of calls."""
+    return {
+        name: {"ms_per_image": s["ms_per_unit"], "calls": s["calls"]}
+        for name, s in timer.summary(per=images).items()
+    }
+
+
 def bench_mitsuba(
     settings: SceneSettings,
     use_denoiser: bool,
@@ -111,6 +137,8 @@ def bench_mitsuba(
     views: int,
     seed: int = 0,
     noise_views: int = 1,
+    denoise_device: str = "cpu",
+    profile: bool = False,
 ) -> BenchResult:
     import mitsuba as mi
 
@@ -119,10 +147,13 @@ def bench_mitsuba(
     tm = TONEMAPS.get(tonemap)
 
     views_list = official_views(views, seed)
+    timer = StageTimer(sync=device_sync(mi)) if profile else None
 
-    def one(view, noise: int) -> np.ndarray:
-        img = develop(scene.render(view, noise), tm, use_denoiser)
-        encode_jpeg(img)
+    def one(view, noise: int, timer: StageTimer | None = None) -> np.ndarray:
+        out = scene.render(view, noise, timer=timer)
+        img = develop(out, tm, use_denoiser, denoise_device, timer=timer)
+        with stage(timer, "JPEG"):
+            encode_jpeg(img)
         return img
 
     warm = one(views_list[0], noise_seed(seed + 1, "bench", 0))
@@ -132,7 +163,7 @@ def bench_mitsuba(
     t_all = time.perf_counter()
     for i in range(views):
         t0 = time.perf_counter()
-        images.append(one(views_list[i], noise_seed(seed, "bench", i)))
+        images.append(one(views_list[i], noise_seed(seed, "bench", i), timer))
         times.append(time.perf_counter() - t0)
     wall = time.perf_counter() - t_all
     busy1, own1 = _cpu_snapshot()
@@ -145,7 +176,8 @@ def bench_mitsuba(
     name = (
         f"mitsuba {mi.variant()} {settings.integrator}"
         f"{f'(d{settings.max_depth})' if settings.integrator == 'path' else ''} {settings.sampler}"
-        f" sun={settings.sun} {'oidn' if use_denoiser else 'no-denoise'} {tonemap} mesh={mesh_name}"
+        f" sun={settings.sun} {f'oidn-{denoise_device}' if use_denoiser else 'no-denoise'} {tonemap}"
+        f" mesh={mesh_name}"
         + (
             f" refine={','.join(f'{f:g}:{n}' for f, n in settings.refine)}"
             if settings.refine
@@ -164,6 +196,8 @@ def bench_mitsuba(
         other,
         mean_seconds_per_image=float(np.mean(times)),
         noise_per_view=sigmas,
+        denoise_device=denoise_device if use_denoiser else None,
+        stages=stage_breakdown(timer, views) if timer is not None else None,
     )
 
 
@@ -277,6 +311,22 @@ def format_table(results: list[BenchResult]) -> str:
         for r in results
     ]
     return "\n".join([head, *rows])
+
+
+def format_stages(r: BenchResult) -> str:
+    """A result's stage breakdown (``profile``): ms per image and share of the mean time per
+    image; "other" is the time between the stages (Python glue)."""
+    total_ms = 1000.0 * (r.mean_seconds_per_image or r.seconds_per_image)
+    rows = [(name, s["ms_per_image"]) for name, s in (r.stages or {}).items()]
+    rows.append(("other (between stages)", total_ms - sum(ms for _, ms in rows)))
+    lines = [
+        f"{r.resolution} px, round {r.round + 1}: {r.setting} "
+        f"(mean {total_ms:.1f} ms/img over {r.views} views)",
+        "| stage | ms/img | share |",
+        "|---|---|---|",
+        *(f"| {name} | {ms:.1f} | {100.0 * ms / total_ms:.1f} % |" for name, ms in rows),
+    ]
+    return "\n".join(lines)
 
 
 def environment() -> dict:

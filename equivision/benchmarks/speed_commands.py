@@ -54,6 +54,19 @@ class RenderBench:
         p.add_argument("--sampler", default="multijitter")
         p.add_argument("--sun", default="cone", choices=["cone", "directional"])
         p.add_argument("--denoise", default="auto", choices=["auto", "on", "off"])
+        p.add_argument(
+            "--denoise-device",
+            default="auto",
+            choices=["auto", "cpu", "cuda"],
+            help="where OIDN runs; auto = the GPU with a cuda variant (torch + pyoidn's CUDA module), "
+            "else the CPU",
+        )
+        p.add_argument(
+            "--profile",
+            action="store_true",
+            help="also time each stage of the timed views (scene update, trace, denoise, tone map, "
+            "JPEG, ...) and print ms per image per stage",
+        )
         p.add_argument("--tonemap", default="filmic", choices=["filmic", "srgb"])
         p.add_argument("--views", type=int, default=5, help="timed views per setting (median reported)")
         p.add_argument(
@@ -87,12 +100,13 @@ class RenderBench:
             bench_cycles,
             bench_mitsuba,
             environment,
+            format_stages,
             format_table,
             write_report,
         )
         from equivision.cli import UserError
         from equivision.renderers.commands import scene_settings_from_args
-        from equivision.renderers.postprocess import denoise_available
+        from equivision.renderers.postprocess import denoise_available, resolve_denoise_device
         from equivision.renderers.variants import choose_variant, is_jit
 
         choice = choose_variant(args.variant)
@@ -101,6 +115,12 @@ class RenderBench:
         )
         if args.denoise == "on" and not denoise_available():
             raise UserError("--denoise on needs pyoidn")
+        dn_device = "cpu"
+        if use_dn or args.denoise_device == "cuda":  # a GPU asked for and missing is an error
+            try:
+                dn_device = resolve_denoise_device(args.denoise_device, choice.variant)
+            except ValueError as e:
+                raise UserError(str(e)) from e
         if args.rounds < 1:
             raise UserError("--rounds must be >= 1")
         if args.noise_views < 1:
@@ -132,12 +152,24 @@ class RenderBench:
                 s = scene_settings_from_args(args, r)
                 tag = f"[round {rnd + 1}/{args.rounds}]"
                 print(f"{tag} Mitsuba {choice.variant} {r} px, {args.spp} spp ...", flush=True)
-                res = bench_mitsuba(s, use_dn, args.tonemap, mesh, args.views, noise_views=nv)
+                res = bench_mitsuba(
+                    s,
+                    use_dn,
+                    args.tonemap,
+                    mesh,
+                    args.views,
+                    noise_views=nv,
+                    denoise_device=dn_device,
+                    profile=args.profile,
+                )
                 results.append(replace(res, round=rnd))
         report = write_report(
             results, args.out, {"environment": environment(), "args": vars(args) | {"func": None}}
         )
         print(format_table(results))
+        for r in results:
+            if r.stages:
+                print(format_stages(r))
         for q in report["ratios"]:
             print(
                 f"{q['resolution']} px: {q['speedup_vs_cycles']:.2f}x Cycles' images/s at noise "

@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from equivision.utils.stages import StageTimer, stage
+
 EDGE_THRESHOLD = 1e-2  # summed standard error of albedo + normal: above it a pixel straddles an edge
 
 
@@ -169,28 +171,35 @@ def render_adaptive(
     seed: int,
     sampler_type: str,
     tiers,
+    timer: StageTimer | None = None,
 ):
     """(colour, albedo, normal), each (H, W, 3) float32 means: ``spp`` samples everywhere, then
     per tier (fraction, extra) ``extra`` more samples in the next ``fraction`` of the pixels in
     :func:`refine_order` (computed once, from the first pass). Colour and guides share their
-    camera rays."""
+    camera rays. ``timer`` gets the stages "first pass", "refine order" (host-side) and
+    "tier 1", "tier 2", ... (one per tier)."""
     check_tiers(tiers)
     w, h = (int(x) for x in scene.sensors()[0].film().crop_size())
     its = [integrator, aux_integrator]
     everything = np.arange(w * h, dtype=np.uint32)
-    sums, squares, n = sample_pixels(mi, scene, its, everything, spp, seed, sampler_type)
+    with stage(timer, "first pass"):
+        sums, squares, n = sample_pixels(mi, scene, its, everything, spp, seed, sampler_type)
     counts = np.full(w * h, float(n))
-    order = refine_order(sums, squares, n, w, h) if tiers else everything
+    with stage(timer, "refine order"):
+        order = refine_order(sums, squares, n, w, h) if tiers else everything
     start, tier_seed = 0, seed
-    for fraction, extra in tiers:
-        k = refine_count(w, h, fraction)
-        chosen = np.sort(order[start : start + k]).astype(np.uint32)
-        start += k
-        tier_seed = second_seed(tier_seed)
-        if k == 0:
-            continue
-        s2, _, n2 = sample_pixels(mi, scene, its, chosen, int(extra), tier_seed, sampler_type, squares=False)
-        sums[chosen] += s2
-        counts[chosen] += n2
+    for i, (fraction, extra) in enumerate(tiers, 1):
+        with stage(timer, f"tier {i}"):
+            k = refine_count(w, h, fraction)
+            chosen = np.sort(order[start : start + k]).astype(np.uint32)
+            start += k
+            tier_seed = second_seed(tier_seed)
+            if k == 0:
+                continue
+            s2, _, n2 = sample_pixels(
+                mi, scene, its, chosen, int(extra), tier_seed, sampler_type, squares=False
+            )
+            sums[chosen] += s2
+            counts[chosen] += n2
     img = (sums / counts[:, None]).reshape(h, w, -1).astype(np.float32)
     return img[..., 0:3], img[..., 3:6], img[..., 6:9]

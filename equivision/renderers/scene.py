@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from equivision.renderers.sampling import ViewFactors, pose_vertices, spherical_to_cartesian
+from equivision.utils.stages import StageTimer, stage
 
 CAM_DISTANCE, CAM_THETA, CAM_PHI = 2.5, math.pi / 4, math.pi / 2
 CAM_FOV = 0.691111  # rad, horizontal (BlenderProc default)
@@ -249,34 +250,40 @@ class IEBenchScene:
     def posed_vertices(self, view: ViewFactors) -> np.ndarray:
         return pose_vertices(self._v0, view)
 
-    def render(self, view: ViewFactors, seed: int) -> RenderOutput:
+    def render(self, view: ViewFactors, seed: int, timer: StageTimer | None = None) -> RenderOutput:
+        """The view rendered with ``seed``. ``timer`` gets the stages "scene update", "trace" (the
+        colour pass and its copy to the host) and "aux trace" (the albedo/normal pass), or with
+        adaptive sampling those of :func:`~equivision.renderers.adaptive.render_adaptive`."""
         import drjit as dr
 
         mi = self.mi
-        self.apply_view(view)
+        with stage(timer, "scene update"):
+            self.apply_view(view)
         jit = dr.is_jit_v(mi.Float)
         if self.s.refine:
-            return self._render_adaptive(seed, jit)
-        img = mi.render(
-            self.scene,
-            integrator=self.integrator,
-            spp=self.spp,
-            seed=dr.opaque(mi.UInt32, seed) if jit else seed,
-        )
-        color = np.array(img, dtype=np.float32)[..., :3]
+            return self._render_adaptive(seed, jit, timer)
+        with stage(timer, "trace"):
+            img = mi.render(
+                self.scene,
+                integrator=self.integrator,
+                spp=self.spp,
+                seed=dr.opaque(mi.UInt32, seed) if jit else seed,
+            )
+            color = np.array(img, dtype=np.float32)[..., :3]
         if self.aux_integrator is None:
             return RenderOutput(color)
         aux_seed = (seed * 2654435761 + 1) % 2**32  # derived from the view's seed: still deterministic
-        aux = mi.render(
-            self.scene,
-            integrator=self.aux_integrator,
-            spp=self.s.aux_spp,
-            seed=dr.opaque(mi.UInt32, aux_seed) if jit else aux_seed,
-        )
-        aux = np.array(aux, dtype=np.float32)
+        with stage(timer, "aux trace"):
+            aux = mi.render(
+                self.scene,
+                integrator=self.aux_integrator,
+                spp=self.s.aux_spp,
+                seed=dr.opaque(mi.UInt32, aux_seed) if jit else aux_seed,
+            )
+            aux = np.array(aux, dtype=np.float32)
         return RenderOutput(color, aux[..., 0:3], aux[..., 3:6])
 
-    def _render_adaptive(self, seed: int, jit: bool) -> RenderOutput:
+    def _render_adaptive(self, seed: int, jit: bool, timer: StageTimer | None = None) -> RenderOutput:
         from equivision.renderers.adaptive import render_adaptive
 
         if not jit:
@@ -293,5 +300,6 @@ class IEBenchScene:
             seed,
             self.s.sampler,
             self.s.refine,
+            timer=timer,
         )
         return RenderOutput(colour, albedo, normal, clean_aux=True) if self.s.aovs else RenderOutput(colour)
