@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from equivision.renderers.jobrunner import TaskFn, WorkerSetup, run_tasks
+from equivision.renderers.jobrunner import ProgressTimeline, TaskFn, WorkerSetup, run_tasks
 from equivision.renderers.jobs import (
     ShardStatuses,
     check_shard,
@@ -174,12 +174,15 @@ class JobSummary:
     seconds: float
     complete: bool
     manifest: dict
+    steady_rate: float | None = None  # img/s once every worker had written an image (None: too short)
 
     def text(self) -> str:
         rate = self.rendered / self.seconds if self.seconds > 0 else 0.0
+        steady = f", {self.steady_rate:.2f} img/s after the start" if self.steady_rate else ""
         lines = [
-            f"rendered {self.rendered} images ({rate:.2f} img/s) of {self.planned_objects} objects in "
-            f"{self.seconds:.1f} s with Mitsuba {self.variant}; {self.skipped} views were already done",
+            f"rendered {self.rendered} images ({rate:.2f} img/s{steady}) of {self.planned_objects} "
+            f"objects in {self.seconds:.1f} s with Mitsuba {self.variant}; "
+            f"{self.skipped} views were already done",
             f"{len(self.failures)} object(s) failed"
             + (" (listed in manifest.json)" if self.failures else ""),
         ]
@@ -250,11 +253,12 @@ def run_render(
     t0 = time.perf_counter()
     results: list[ObjectResult] = []
     bar = tqdm(total=todo_views, unit="img", desc=f"render {out.name}", disable=not progress, smoothing=0.05)
+    timeline = ProgressTimeline(bar)
     try:
         run_tasks(
             mine,
             results,
-            bar,
+            timeline,
             workers=workers,
             local=lambda: object_task_fn(ObjectRenderer(cfg, choice.variant, denoise_device, source)),
             setup=WorkerSetup(
@@ -277,6 +281,7 @@ def run_render(
         seconds,
         manifest["complete"],
         manifest,
+        steady_rate=timeline.steady_rate(warm=max(1, min(workers, len(mine)))),
     )
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -87,3 +88,28 @@ def run_tasks(
             results.append(run(task, lambda: bar.update(1)))
     else:
         results.extend(run_pool(tasks, workers, setup, bar))
+
+
+class ProgressTimeline:
+    """Wraps a progress bar (``n``, ``update(k)``) and notes when each image count was reached, for
+    the steady rate of a job: the rate once every worker has written its first image (the start,
+    with process spawn, scene set-up and kernel compilation, is not what a long job runs at)."""
+
+    def __init__(self, bar, clock: Callable[[], float] = time.perf_counter):
+        self.bar, self._clock = bar, clock
+        self.n = 0  # its own count: a disabled tqdm bar does not count
+        self.points: list[tuple[float, int]] = []  # (time, images done) after each update
+
+    def update(self, k: int) -> None:
+        self.bar.update(k)
+        if k:
+            self.n += k
+            self.points.append((self._clock(), self.n))
+
+    def steady_rate(self, warm: int) -> float | None:
+        """Images per second from the first time ``warm`` images were done to the last image;
+        None when fewer than two updates came after that point."""
+        after = [(t, n) for t, n in self.points if n >= max(warm, 1)]
+        if len(after) < 2 or after[-1][0] <= after[0][0]:
+            return None
+        return (after[-1][1] - after[0][1]) / (after[-1][0] - after[0][0])

@@ -19,6 +19,7 @@ from equivision.renderers.iebench import run_render
 def test_official_layout_latents_and_manifest(reference_render):
     out, summary = reference_render
     assert summary.complete and summary.rendered == 18 and not summary.failures
+    assert summary.steady_rate > 0 and f"{summary.steady_rate:.2f} img/s after the start" in summary.text()
     for c in TINY_CLASSES:
         objs = sorted(p.name for p in (out / c).iterdir())
         assert objs == [f"{c}_0000", f"{c}_0001"]

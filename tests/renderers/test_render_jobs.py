@@ -176,3 +176,19 @@ def test_pool_returns_every_result_and_the_bar_reaches_the_total():
     run_tasks([2, 0], appended, bar, workers=2, local=local, setup=setup)
     assert appended[0] == "earlier" and sorted(appended[1:]) == [(0, "scalar_rgb"), (4, "scalar_rgb")]
     assert bar.n == 2
+
+
+def test_progress_timeline_steady_rate_by_hand():
+    from equivision.renderers.jobrunner import ProgressTimeline
+
+    clock = iter([10.0, 11.0, 13.0, 14.0, 18.0]).__next__
+    tl = ProgressTimeline(CountingBar(), clock=clock)
+    assert tl.steady_rate(warm=1) is None  # nothing done yet
+    for k in (1, 0, 1, 2, 2, 4):  # a zero update (the pool's poll) notes no time
+        tl.update(k)
+    assert tl.n == 10 and [n for _, n in tl.points] == [1, 2, 4, 6, 10]
+    # two workers: from the time 2 images were done (t=11) to the last (t=18): 8 images in 7 s
+    assert tl.steady_rate(warm=2) == pytest.approx(8 / 7)
+    assert tl.steady_rate(warm=1) == pytest.approx(9 / 8)
+    assert tl.steady_rate(warm=0) == tl.steady_rate(warm=1)
+    assert tl.steady_rate(warm=10) is None  # only the last update is past that point
