@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from equivision.renderers.denoisers import make_denoiser
 from equivision.renderers.postprocess import TONEMAPS, develop, encode_jpeg
 from equivision.renderers.sampling import noise_seed
 from equivision.renderers.scene import IEBenchScene, SceneSettings
@@ -53,7 +54,7 @@ class BenchResult:
     round: int = 0
     mean_seconds_per_image: float | None = None  # the timed views' mean (None: not measured)
     noise_per_view: list[float] | None = None  # sigma of each noise view (noise_sigma is their mean)
-    denoise_device: str | None = None  # where OIDN ran (cpu / cuda); None: no denoising
+    denoiser: str | None = None  # the denoiser (renderers/denoisers.py); None: no denoising
     # with --profile: stage -> {"ms_per_image": mean over the timed views, "calls": how many}
     stages: dict[str, dict[str, float]] | None = None
 
@@ -131,19 +132,19 @@ def stage_breakdown(timer: StageTimer, images: int) -> dict[str, dict[str, float
 
 def bench_mitsuba(
     settings: SceneSettings,
-    use_denoiser: bool,
+    denoiser: str | None,
     tonemap: str,
     mesh: str | None,
     views: int,
     seed: int = 0,
     noise_views: int = 1,
-    denoise_device: str = "cpu",
     profile: bool = False,
 ) -> BenchResult:
     import mitsuba as mi
 
     v, f, c, mesh_name = load_bench_mesh(mesh)
-    scene = IEBenchScene(mi, replace(settings, aovs=use_denoiser), v, f, c)
+    scene = IEBenchScene(mi, replace(settings, aovs=denoiser is not None), v, f, c)
+    dn = make_denoiser(denoiser) if denoiser else None
     tm = TONEMAPS.get(tonemap)
 
     views_list = official_views(views, seed)
@@ -151,7 +152,7 @@ def bench_mitsuba(
 
     def one(view, noise: int, timer: StageTimer | None = None) -> np.ndarray:
         out = scene.render(view, noise, timer=timer)
-        img = develop(out, tm, use_denoiser, denoise_device, timer=timer)
+        img = develop(out, tm, dn, timer=timer)
         with stage(timer, "JPEG"):
             encode_jpeg(img)
         return img
@@ -176,7 +177,7 @@ def bench_mitsuba(
     name = (
         f"mitsuba {mi.variant()} {settings.integrator}"
         f"{f'(d{settings.max_depth})' if settings.integrator == 'path' else ''} {settings.sampler}"
-        f" sun={settings.sun} {f'oidn-{denoise_device}' if use_denoiser else 'no-denoise'} {tonemap}"
+        f" sun={settings.sun} {denoiser or 'no-denoise'} {tonemap}"
         f" mesh={mesh_name}"
         + (
             f" refine={','.join(f'{f:g}:{n}' for f, n in settings.refine)}"
@@ -196,7 +197,7 @@ def bench_mitsuba(
         other,
         mean_seconds_per_image=float(np.mean(times)),
         noise_per_view=sigmas,
-        denoise_device=denoise_device if use_denoiser else None,
+        denoiser=denoiser,
         stages=stage_breakdown(timer, views) if timer is not None else None,
     )
 

@@ -10,6 +10,7 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
+from equivision.renderers.denoisers import DENOISER_CHOICES
 from equivision.utils.registry import Registry
 
 # sub-command name -> module that defines add_arguments(parser) and run(args) -> int
@@ -55,11 +56,10 @@ class RenderBench:
         p.add_argument("--sun", default="cone", choices=["cone", "directional"])
         p.add_argument("--denoise", default="auto", choices=["auto", "on", "off"])
         p.add_argument(
-            "--denoise-device",
+            "--denoiser",
             default="auto",
-            choices=["auto", "cpu", "cuda"],
-            help="where OIDN runs; auto = the GPU with a cuda variant (torch + pyoidn's CUDA module), "
-            "else the CPU",
+            choices=list(DENOISER_CHOICES),
+            help="oidn | oidn-cuda | optix; auto = the renderer's device (as render iebench)",
         )
         p.add_argument(
             "--profile",
@@ -106,21 +106,14 @@ class RenderBench:
         )
         from equivision.cli import UserError
         from equivision.renderers.commands import scene_settings_from_args
-        from equivision.renderers.postprocess import denoise_available, resolve_denoise_device
-        from equivision.renderers.variants import choose_variant, is_jit
+        from equivision.renderers.iebench import pick_denoiser
+        from equivision.renderers.variants import choose_variant
 
         choice = choose_variant(args.variant)
-        use_dn = args.denoise == "on" or (
-            args.denoise == "auto" and is_jit(choice.variant) and denoise_available()
-        )
-        if args.denoise == "on" and not denoise_available():
-            raise UserError("--denoise on needs pyoidn")
-        dn_device = "cpu"
-        if use_dn or args.denoise_device == "cuda":  # a GPU asked for and missing is an error
-            try:
-                dn_device = resolve_denoise_device(args.denoise_device, choice.variant)
-            except ValueError as e:
-                raise UserError(str(e)) from e
+        try:
+            denoiser = pick_denoiser(args.denoise, args.denoiser, choice.variant)
+        except ValueError as e:
+            raise UserError(str(e)) from e
         if args.rounds < 1:
             raise UserError("--rounds must be >= 1")
         if args.noise_views < 1:
@@ -154,12 +147,11 @@ class RenderBench:
                 print(f"{tag} Mitsuba {choice.variant} {r} px, {args.spp} spp ...", flush=True)
                 res = bench_mitsuba(
                     s,
-                    use_dn,
+                    denoiser,
                     args.tonemap,
                     mesh,
                     args.views,
                     noise_views=nv,
-                    denoise_device=dn_device,
                     profile=args.profile,
                 )
                 results.append(replace(res, round=rnd))

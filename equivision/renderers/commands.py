@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from equivision.renderers.denoisers import DENOISER_CHOICES
 from equivision.renderers.scene import INTEGRATORS, SAMPLERS, SUNS
 
 
@@ -63,10 +64,11 @@ def register(group: argparse.ArgumentParser) -> None:
         help="Intel OIDN; auto = on with the llvm/cuda variants when pyoidn is installed",
     )
     r.add_argument(
-        "--denoise-device",
+        "--denoiser",
         default="auto",
-        choices=["auto", "cpu", "cuda"],
-        help="where OIDN runs; auto = the GPU with a cuda variant (needs torch + pyoidn CUDA), else the CPU",
+        choices=list(DENOISER_CHOICES),
+        help="oidn (CPU), oidn-cuda (OIDN on the GPU via torch), optix (Mitsuba's, cuda variants); "
+        "auto = the renderer's device: oidn-cuda, else optix with a cuda variant, oidn otherwise",
     )
     r.add_argument("--jpeg-quality", type=int, default=95)
     r.add_argument(
@@ -151,7 +153,7 @@ def cmd_iebench(args: argparse.Namespace) -> int:
         jpeg_quality=args.jpeg_quality,
         tonemap=args.tonemap,
         denoise=args.denoise,
-        denoise_device=args.denoise_device,
+        denoiser=args.denoiser,
         variant=args.variant,
         scene=scene,
         val_fraction=args.val_fraction,

@@ -133,26 +133,22 @@ DENOISER_CHOICES = ("auto", *DENOISERS.names())
 
 
 def resolve_denoiser(requested: str, variant: str) -> str:
-    """The denoiser a run uses: ``requested`` if it can run with ``variant`` here (else a
-    ValueError saying why), or for ``auto`` the GPU's own (``oidn-cuda``, else ``optix``) with a
-    cuda variant and ``oidn`` otherwise."""
+    """The denoiser a run uses: ``requested`` if it can run with ``variant`` here, or for ``auto``
+    the first that can of ``oidn-cuda``, ``optix`` (cuda variants: the image stays on its GPU) and
+    ``oidn``; a ValueError saying why when none can."""
     if requested == "auto":
-        if variant.startswith("cuda"):
-            for name in ("oidn-cuda", "optix"):
-                if DENOISERS.get(name).unavailable(variant) is None:
-                    return name
-        return "oidn"
-    if requested not in DENOISERS:
+        candidates = ["oidn-cuda", "optix", "oidn"] if variant.startswith("cuda") else ["oidn"]
+    elif requested in DENOISERS:
+        candidates = [requested]
+    else:
         raise ValueError(f"denoiser must be one of {', '.join(DENOISER_CHOICES)}, got {requested!r}")
-    why = DENOISERS.get(requested).unavailable(variant)
-    if why:
-        raise ValueError(f"denoiser {requested} {why}")
-    return requested
-
-
-def denoiser_available(variant: str) -> bool:
-    """Some denoiser can run with ``variant`` here (what ``--denoise auto`` asks)."""
-    return DENOISERS.get(resolve_denoiser("auto", variant)).unavailable(variant) is None
+    reasons = []
+    for name in candidates:
+        why = DENOISERS.get(name).unavailable(variant)
+        if why is None:
+            return name
+        reasons.append(f"denoiser {name} {why}")
+    raise ValueError("; ".join(reasons))
 
 
 def make_denoiser(name: str) -> Callable[..., np.ndarray]:

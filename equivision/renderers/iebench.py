@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from equivision.renderers.denoisers import DENOISER_CHOICES, make_denoiser, resolve_denoiser
 from equivision.renderers.jobrunner import ProgressTimeline, TaskFn, WorkerSetup, run_tasks
 from equivision.renderers.jobs import (
     ShardStatuses,
@@ -31,14 +32,7 @@ from equivision.renderers.jobs import (
     write_status,
 )
 from equivision.renderers.meshes.base import MeshLoadError, build_mesh_source
-from equivision.renderers.postprocess import (
-    DENOISE_DEVICES,
-    TONEMAPS,
-    denoise_available,
-    develop,
-    encode_jpeg,
-    resolve_denoise_device,
-)
+from equivision.renderers.postprocess import TONEMAPS, develop, encode_jpeg
 from equivision.renderers.sampling import noise_seed, sample_view
 from equivision.renderers.scene import SceneSettings
 from equivision.utils.io import atomic_save_npy, atomic_write_bytes, atomic_write_json
@@ -56,8 +50,8 @@ class RenderConfig:
     seed: int = 0
     jpeg_quality: int = 95
     tonemap: str = "filmic"
-    denoise: str = "auto"  # auto (on for llvm/cuda when pyoidn is installed) | on | off
-    denoise_device: str = "auto"  # where OIDN runs: auto (the GPU with cuda variants) | cpu | cuda
+    denoise: str = "auto"  # auto (on for llvm/cuda when a denoiser is available) | on | off
+    denoiser: str = "auto"  # renderers/denoisers.py: auto (the renderer's device) | oidn | oidn-cuda | optix
     variant: str = "auto"
     scene: SceneSettings = field(default_factory=SceneSettings)
     val_fraction: float = 0.2
@@ -67,8 +61,8 @@ class RenderConfig:
         """The settings that decide what is rendered (a resumed run must use the same ones)."""
         d = dataclasses.asdict(self)
         d.pop("out")
-        if d["denoise_device"] == "auto":  # the default: folders rendered before the option resume
-            d.pop("denoise_device")
+        if d["denoiser"] == "auto":  # the default: folders rendered before the option resume
+            d.pop("denoiser")
         return d
 
 
@@ -93,14 +87,15 @@ def view_done(d: Path, i: int) -> bool:
 class ObjectRenderer:
     """Renders every missing view of one object; holds the Mitsuba variant of its process."""
 
-    def __init__(self, cfg: RenderConfig, variant: str, denoise_device: str | None, source):
-        """``denoise_device``: where OIDN runs (``cpu``/``cuda``), None = no denoising."""
+    def __init__(self, cfg: RenderConfig, variant: str, denoiser: str | None, source):
+        """``denoiser``: a name in ``DENOISERS``, None = no denoising."""
         import mitsuba as mi
 
         from equivision.renderers.scene import cone_sun_envmap
 
         self.cfg, self.variant, self.source = cfg, variant, source
-        self.use_denoiser, self.denoise_device = denoise_device is not None, denoise_device or "cpu"
+        self.denoiser = make_denoiser(denoiser) if denoiser else None
+        self.use_denoiser = self.denoiser is not None
         self.mi = mi
         self.scene_settings = dataclasses.replace(cfg.scene, aovs=self.use_denoiser)
         self.envmap = cone_sun_envmap(mi) if cfg.scene.sun == "cone" else None
@@ -131,7 +126,7 @@ class ObjectRenderer:
             for i in todo:
                 view = sample_view(cfg.seed, key, i, translation=cfg.translation)
                 out_img = scene.render(view, noise_seed(cfg.seed, key, i))
-                img = develop(out_img, self.tonemap, self.use_denoiser, self.denoise_device)
+                img = develop(out_img, self.tonemap, self.denoiser)
                 jpeg = encode_jpeg(img, cfg.jpeg_quality)
                 atomic_write_bytes(d / f"image_{i}.jpg", jpeg)
                 atomic_save_npy(d / f"latent_{i}.npy", view.latent())  # written last: marks the view done
@@ -149,11 +144,11 @@ def object_task_fn(renderer: ObjectRenderer) -> TaskFn:
     return lambda task, tick: renderer.render_object(*task, on_view=tick)
 
 
-def _worker_task_fn(cfg_dict: dict, variant: str, denoise_device: str | None) -> TaskFn:
+def _worker_task_fn(cfg_dict: dict, variant: str, denoiser: str | None) -> TaskFn:
     """A pool worker's task function (its own renderer and mesh source)."""
     cfg = config_from_dict(cfg_dict)
     source = build_mesh_source(cfg.source, **cfg.source_options)
-    return object_task_fn(ObjectRenderer(cfg, variant, denoise_device, source))
+    return object_task_fn(ObjectRenderer(cfg, variant, denoiser, source))
 
 
 def config_from_dict(d: dict) -> RenderConfig:
@@ -213,12 +208,28 @@ def plan_objects(source, max_objects: int | None) -> list[tuple[str, str]]:
     return out
 
 
+def pick_denoiser(denoise: str, denoiser: str, variant: str) -> str | None:
+    """The denoiser a run uses (None: no denoising): ``denoise`` on demands one (``denoiser`` or, for
+    auto, the renderer's device's: :func:`resolve_denoiser`), an error saying why when it cannot run
+    here; auto denoises with the JIT variants when the chosen denoiser can run."""
+    from equivision.renderers.variants import is_jit
+
+    if denoise == "off" or (denoise == "auto" and not is_jit(variant)):
+        return None
+    try:
+        return resolve_denoiser(denoiser, variant)
+    except ValueError:
+        if denoise == "on" or denoiser != "auto":
+            raise
+        return None  # auto: no denoiser available here (e.g. pyoidn not installed)
+
+
 def run_render(
     cfg: RenderConfig, workers: int = 1, shard: int = 0, num_shards: int = 1, progress: bool = True
 ) -> JobSummary:
     from tqdm import tqdm
 
-    from equivision.renderers.variants import choose_variant, is_jit
+    from equivision.renderers.variants import choose_variant
 
     check_shard(shard, num_shards)
     if cfg.views_per_object < 1:
@@ -227,20 +238,15 @@ def run_render(
         raise ValueError(f"unknown tone map {cfg.tonemap!r}; known: {', '.join(TONEMAPS.names())}")
     if cfg.denoise not in ("auto", "on", "off"):
         raise ValueError(f"denoise must be auto, on or off, got {cfg.denoise!r}")
-    if cfg.denoise_device not in DENOISE_DEVICES:
-        raise ValueError(f"denoise device must be one of {DENOISE_DEVICES}, got {cfg.denoise_device!r}")
+    if cfg.denoiser not in DENOISER_CHOICES:
+        raise ValueError(f"denoiser must be one of {', '.join(DENOISER_CHOICES)}, got {cfg.denoiser!r}")
     cfg.scene.validate()
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     lock_settings(out, cfg.content_key())
 
     choice = choose_variant(cfg.variant)
-    if cfg.denoise == "on" and not denoise_available():
-        raise ValueError("--denoise on needs the pyoidn package: pip install 'equivision[denoise]'")
-    use_denoiser = cfg.denoise == "on" or (
-        cfg.denoise == "auto" and is_jit(choice.variant) and denoise_available()
-    )
-    denoise_device = resolve_denoise_device(cfg.denoise_device, choice.variant) if use_denoiser else None
+    denoiser = pick_denoiser(cfg.denoise, cfg.denoiser, choice.variant)
     if choice.note:
         print(f"note: {choice.note}")
 
@@ -260,9 +266,9 @@ def run_render(
             results,
             timeline,
             workers=workers,
-            local=lambda: object_task_fn(ObjectRenderer(cfg, choice.variant, denoise_device, source)),
+            local=lambda: object_task_fn(ObjectRenderer(cfg, choice.variant, denoiser, source)),
             setup=WorkerSetup(
-                choice.variant, _worker_task_fn, (dataclasses.asdict(cfg), choice.variant, denoise_device)
+                choice.variant, _worker_task_fn, (dataclasses.asdict(cfg), choice.variant, denoiser)
             ),
         )
     finally:
@@ -270,7 +276,7 @@ def run_render(
         finished = len(results) == len(mine)
         _write_status(out, shard, num_shards, choice.variant, results, finished, time.perf_counter() - t0)
     seconds = time.perf_counter() - t0
-    manifest = merge_manifest(out, cfg, planned, source, num_shards, choice, denoise_device)
+    manifest = merge_manifest(out, cfg, planned, source, num_shards, choice, denoiser)
     return JobSummary(
         str(out),
         choice.variant,
@@ -302,7 +308,7 @@ def _write_status(out, shard, num_shards, variant, results, finished, seconds) -
 
 
 def merge_manifest(
-    out: Path, cfg: RenderConfig, planned, source, num_shards: int, choice, denoise_device: str | None
+    out: Path, cfg: RenderConfig, planned, source, num_shards: int, choice, denoiser: str | None
 ) -> dict:
     """Write manifest.json from every shard's status; when all shards are finished, also the split files."""
     import mitsuba as mi
@@ -341,8 +347,7 @@ def merge_manifest(
         "settings": cfg.content_key(),
         "renderer": statuses.renderer_entry(
             choice,
-            denoiser="oidn" if denoise_device else None,
-            denoise_device=denoise_device,  # where this run's OIDN ran (cpu / cuda)
+            denoiser=denoiser,  # the one this run used (oidn, oidn-cuda, optix), None: not denoised
             tonemap=cfg.tonemap,
             effective_spp=effective_spp(mi, cfg.scene.sampler, cfg.scene.spp),
         ),

@@ -89,6 +89,7 @@ class RenderOutput:
     albedo: np.ndarray | None = None
     normal: np.ndarray | None = None
     clean_aux: bool = False  # the guides were refined at edges (adaptive sampling): OIDN may trust them
+    to_sensor: object = None  # Mitsuba world -> camera transform (OptiX wants normals in the camera's frame)
 
 
 def cone_sun_envmap(mi, width: int = 512):
@@ -193,6 +194,7 @@ class IEBenchScene:
         # samplers round some counts (multijitter: 32 -> 35): render with what the sampler uses
         self.spp = int(self.scene.sensors()[0].sampler().sample_count())
         self.params = mi.traverse(self.scene)
+        self.to_sensor = self.scene.sensors()[0].world_transform().inverse()
         self._vtype = type(self.params["object.vertex_positions"])
         self.integrator = self._make_integrator()
 
@@ -281,7 +283,7 @@ class IEBenchScene:
                 seed=dr.opaque(mi.UInt32, aux_seed) if jit else aux_seed,
             )
             aux = np.array(aux, dtype=np.float32)
-        return RenderOutput(color, aux[..., 0:3], aux[..., 3:6])
+        return RenderOutput(color, aux[..., 0:3], aux[..., 3:6], to_sensor=self.to_sensor)
 
     def _render_adaptive(self, seed: int, jit: bool, timer: StageTimer | None = None) -> RenderOutput:
         from equivision.renderers.adaptive import render_adaptive
@@ -302,4 +304,6 @@ class IEBenchScene:
             self.s.refine,
             timer=timer,
         )
-        return RenderOutput(colour, albedo, normal, clean_aux=True) if self.s.aovs else RenderOutput(colour)
+        if not self.s.aovs:
+            return RenderOutput(colour)
+        return RenderOutput(colour, albedo, normal, clean_aux=True, to_sensor=self.to_sensor)

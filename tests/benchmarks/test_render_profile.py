@@ -1,4 +1,4 @@
-"""``bench render --profile`` (per-stage time per image) and ``--denoise-device``."""
+"""``bench render --profile`` (per-stage time per image) and ``--denoiser``."""
 
 import json
 
@@ -13,7 +13,7 @@ from equivision.benchmarks.render_speed import (
     load_bench_mesh,
     official_views,
 )
-from equivision.renderers.postprocess import cuda_denoise_available, denoise_available
+from equivision.renderers.denoisers import OIDN, OIDNTorch
 from equivision.renderers.scene import IEBenchScene, SceneSettings
 from equivision.renderers.variants import choose_variant, find_libllvm
 from equivision.utils.stages import StageTimer
@@ -42,31 +42,31 @@ def _check_stages(r: BenchResult, expected: list[str]) -> None:
 def test_profile_stages_of_a_plain_render():
     choose_variant("scalar_rgb")
     s = SceneSettings(resolution=32, spp=2, sun="directional")
-    r = bench_mitsuba(s, False, "filmic", "mug", views=3, noise_views=2, profile=True)
+    r = bench_mitsuba(s, None, "filmic", "mug", views=3, noise_views=2, profile=True)
     _check_stages(r, ["scene update", "trace", "tone map", "JPEG"])
-    assert r.denoise_device is None and "no-denoise" in r.setting
+    assert r.denoiser is None and "no-denoise" in r.setting
 
 
-@pytest.mark.skipif(not denoise_available(), reason="needs pyoidn")
+@pytest.mark.skipif(OIDN.unavailable("llvm_ad_rgb") is not None, reason="needs pyoidn")
 def test_profile_stages_with_the_denoiser_and_its_guides():
     _llvm()
     s = SceneSettings(resolution=32, spp=4, sun="directional", aux_spp=2)
-    r = bench_mitsuba(s, True, "filmic", "mug", views=3, denoise_device="cpu", profile=True)
+    r = bench_mitsuba(s, "oidn", "filmic", "mug", views=3, profile=True)
     _check_stages(r, ["scene update", "trace", "aux trace", "denoise", "tone map", "JPEG"])
-    assert r.denoise_device == "cpu" and "oidn-cpu" in r.setting
+    assert r.denoiser == "oidn" and " oidn " in r.setting
 
 
 def test_profile_stages_of_adaptive_sampling_name_each_tier():
     _llvm()
     s = SceneSettings(resolution=32, spp=4, sun="directional", refine=TIERS)
-    r = bench_mitsuba(s, False, "filmic", "mug", views=3, profile=True)
+    r = bench_mitsuba(s, None, "filmic", "mug", views=3, profile=True)
     tiers = [f"tier {i}" for i in range(1, len(TIERS) + 1)]
     _check_stages(r, ["scene update", "first pass", "refine order", *tiers, "tone map", "JPEG"])
 
 
 def test_no_profile_no_stages():
     choose_variant("scalar_rgb")
-    r = bench_mitsuba(SceneSettings(resolution=16, spp=1, sun="directional"), False, "srgb", "mug", views=1)
+    r = bench_mitsuba(SceneSettings(resolution=16, spp=1, sun="directional"), None, "srgb", "mug", views=1)
     assert r.stages is None
 
 
@@ -121,11 +121,13 @@ def test_cli_profile_writes_stages_and_prints_the_breakdown(tmp_path, capsys):
     assert rec["stages"] is None and "| stage |" not in capsys.readouterr().out
 
 
-@pytest.mark.skipif(cuda_denoise_available(), reason="this machine can denoise on the GPU")
-def test_cli_denoise_device_cuda_without_a_gpu_is_a_user_error(tmp_path, capsys):
+@pytest.mark.skipif(OIDNTorch.unavailable("cuda_ad_rgb") is None, reason="this machine has a GPU")
+def test_cli_gpu_denoisers_without_a_gpu_are_a_user_error(tmp_path, capsys):
     from equivision.cli import main
 
-    argv = ["bench", "render", "--variant", "scalar_rgb", "--res", "16", "--views", "1"]
-    assert main([*argv, "--denoise-device", "cuda", "--out", str(tmp_path / "b.json")]) == 2
-    assert "--denoise-device cuda needs" in capsys.readouterr().err
+    argv = ["bench", "render", "--variant", "scalar_rgb", "--res", "16", "--views", "1", "--denoise", "on"]
+    assert main([*argv, "--denoiser", "oidn-cuda", "--out", str(tmp_path / "b.json")]) == 2
+    assert "denoiser oidn-cuda needs" in capsys.readouterr().err
+    assert main([*argv, "--denoiser", "optix", "--out", str(tmp_path / "b.json")]) == 2
+    assert "denoiser optix runs on the GPU with a cuda_* Mitsuba variant" in capsys.readouterr().err
     assert not (tmp_path / "b.json").exists()  # refused before rendering anything

@@ -95,12 +95,12 @@ def test_bench_cycles_averages_noise_over_views_from_one_run_per_extra_view(tmp_
 def test_bench_mitsuba_reports_speed_and_noise():
     choose_variant("scalar_rgb")
     s = SceneSettings(resolution=16, spp=2, sun="directional")
-    r = bench_mitsuba(s, False, "filmic", "mug", views=4, noise_views=2)
+    r = bench_mitsuba(s, None, "filmic", "mug", views=4, noise_views=2)
     assert r.renderer == "mitsuba" and r.resolution == 16 and r.views == 4
     assert r.images_per_second > 0 and r.noise_sigma > 0  # 2 spp: two seeds differ
     assert r.mean_seconds_per_image > 0
     assert len(r.noise_per_view) == 2 and r.noise_sigma == pytest.approx(np.mean(r.noise_per_view))
-    one = bench_mitsuba(s, False, "filmic", "mug", views=2)
+    one = bench_mitsuba(s, None, "filmic", "mug", views=2)
     assert one.noise_per_view == [r.noise_per_view[0]]  # noise view 0 does not depend on the rest
 
 

@@ -232,25 +232,39 @@ def test_render_passes_data_check_and_reads_back(reference_render, capsys):
     )
 
 
-def test_denoise_device_is_checked_and_recorded(tmp_path, monkeypatch):
+def test_denoiser_is_checked_and_recorded(tmp_path):
     pytest.importorskip("pyoidn")
-    import equivision.renderers.postprocess as pp
-
-    monkeypatch.setattr(pp, "cuda_denoise_available", lambda: False)  # as on a machine without a GPU
     one = dict(views_per_object=1, source_options={"classes": ["mug"], "objects_per_class": 1})
-    with pytest.raises(ValueError, match="denoise device must be one of"):
-        run_render(tiny_config(tmp_path / "bad", denoise="on", denoise_device="gpu", **one), progress=False)
-    with pytest.raises(ValueError, match="--denoise-device cpu"):
-        run_render(tiny_config(tmp_path / "nc", denoise="on", denoise_device="cuda", **one), progress=False)
+    with pytest.raises(ValueError, match="denoiser must be one of auto, oidn, oidn-cuda, optix"):
+        run_render(tiny_config(tmp_path / "bad", denoise="on", denoiser="gpu", **one), progress=False)
+    with pytest.raises(ValueError, match="denoiser optix runs on the GPU"):
+        run_render(tiny_config(tmp_path / "ox", denoise="on", denoiser="optix", **one), progress=False)
     out = tmp_path / "dn"
     s = run_render(tiny_config(out, denoise="on", **one), progress=False)
-    r = json.loads((out / "manifest.json").read_text())["renderer"]
-    assert s.rendered == 1 and r["denoiser"] == "oidn" and r["denoise_device"] == "cpu"
+    assert s.rendered == 1
+    assert json.loads((out / "manifest.json").read_text())["renderer"]["denoiser"] == "oidn"
     # the default request stays out of the settings lock (folders from before the option resume);
     # an explicit one is part of it
-    assert "denoise_device" not in tiny_config(out).content_key()
-    assert tiny_config(out, denoise_device="cpu").content_key()["denoise_device"] == "cpu"
+    assert "denoiser" not in tiny_config(out).content_key()
+    assert tiny_config(out, denoiser="oidn").content_key()["denoiser"] == "oidn"
     off = tmp_path / "off"
     run_render(tiny_config(off, **one), progress=False)
-    r = json.loads((off / "manifest.json").read_text())["renderer"]
-    assert r["denoiser"] is None and r["denoise_device"] is None
+    assert json.loads((off / "manifest.json").read_text())["renderer"]["denoiser"] is None
+
+
+def test_pick_denoiser(monkeypatch):
+    import equivision.renderers.denoisers as dn
+    from equivision.renderers.iebench import pick_denoiser
+
+    monkeypatch.setattr(dn.OIDN, "unavailable", staticmethod(lambda v: None))
+    assert pick_denoiser("off", "oidn", "llvm_ad_rgb") is None
+    assert pick_denoiser("auto", "auto", "scalar_rgb") is None  # auto denoises the JIT variants only
+    assert pick_denoiser("on", "auto", "scalar_rgb") == "oidn"
+    assert pick_denoiser("auto", "auto", "llvm_ad_rgb") == "oidn"
+    monkeypatch.setattr(dn.OIDN, "unavailable", staticmethod(lambda v: "needs the pyoidn package"))
+    assert pick_denoiser("auto", "auto", "llvm_ad_rgb") is None  # nothing can run: auto renders without
+    with pytest.raises(ValueError, match="denoiser oidn needs the pyoidn package"):
+        pick_denoiser("on", "auto", "llvm_ad_rgb")
+    with pytest.raises(ValueError, match="denoiser optix runs on the GPU"):  # named: an error, not skipped
+        pick_denoiser("auto", "optix", "llvm_ad_rgb")
+    assert pick_denoiser("auto", "optix", "scalar_rgb") is None  # auto does not denoise scalar renders

@@ -1,7 +1,6 @@
 import io
 
 import numpy as np
-import pytest
 from PIL import Image
 
 from equivision.renderers.postprocess import TONEMAPS, encode_jpeg, filmic, srgb, to_uint8
@@ -34,23 +33,6 @@ def test_jpeg_is_true_rgb_order():
     assert to_uint8(np.array([-1.0, 0.5, 2.0])).tolist() == [0, 128, 255]
 
 
-def test_resolve_denoise_device(monkeypatch):
-    import equivision.renderers.postprocess as pp
-
-    monkeypatch.setattr(pp, "cuda_denoise_available", lambda: False)
-    assert pp.resolve_denoise_device("cpu", "cuda_ad_rgb") == "cpu"
-    assert pp.resolve_denoise_device("auto", "cuda_ad_rgb") == "cpu"  # no GPU OIDN here: falls back
-    with pytest.raises(ValueError, match="--denoise-device cpu"):
-        pp.resolve_denoise_device("cuda", "llvm_ad_rgb")
-    with pytest.raises(ValueError, match="one of"):
-        pp.resolve_denoise_device("gpu", "cuda_ad_rgb")
-    monkeypatch.setattr(pp, "cuda_denoise_available", lambda: True)
-    assert pp.resolve_denoise_device("auto", "cuda_ad_rgb") == "cuda"
-    assert pp.resolve_denoise_device("auto", "llvm_ad_rgb") == "cpu"  # CPU renders keep OIDN beside them
-    assert pp.resolve_denoise_device("cuda", "llvm_ad_rgb") == "cuda"
-    assert pp.resolve_denoise_device("cpu", "cuda_ad_rgb") == "cpu"
-
-
 def _noisy_render(seed=0, size=24):
     rng = np.random.default_rng(seed)
     albedo = np.zeros((size, size, 3), np.float32)
@@ -62,35 +44,28 @@ def _noisy_render(seed=0, size=24):
     return color, albedo, normal
 
 
-def test_denoise_through_torch_tensors_matches_numpy():
-    """The GPU path hands OIDN torch tensors; on the CPU device it must give the NumPy path's image."""
-    pyoidn = pytest.importorskip("pyoidn")
-    pytest.importorskip("torch")
-    from equivision.renderers.postprocess import _denoise_torch, denoise
-
-    color, albedo, normal = _noisy_render()
-    ref = denoise(color, albedo, normal, clean_aux=True)
-    via_torch = _denoise_torch(pyoidn, color, albedo, normal, True, "cpu")
-    assert via_torch.dtype == np.float32 and via_torch.shape == color.shape
-    np.testing.assert_array_equal(via_torch, ref)
-    assert np.abs(ref - color).mean() > 0.01  # it did denoise (the test would pass on a copy otherwise)
-    without_guides = _denoise_torch(pyoidn, color, None, None, False, "cpu")
-    np.testing.assert_array_equal(without_guides, denoise(color, None, None))
-
-
-def test_develop_times_denoise_and_tone_map():
-    pytest.importorskip("pyoidn")
+def test_develop_hands_the_render_to_the_denoiser_and_times_both_stages():
     from equivision.renderers.postprocess import develop
     from equivision.renderers.scene import RenderOutput
     from equivision.utils.stages import StageTimer
 
     color, albedo, normal = _noisy_render()
     timer = StageTimer()
-    img = develop(RenderOutput(color, albedo, normal), srgb, True, timer=timer)
+    seen = []
+
+    def denoiser(*args):  # what develop hands the denoiser: the render's colour and guides
+        seen.append(args)
+        return args[0] * 0.5
+
+    out = RenderOutput(color, albedo, normal, clean_aux=True, to_sensor="T")
+    img = develop(out, srgb, denoiser, timer=timer)
+    assert len(seen) == 1 and seen[0][0] is color and seen[0][1] is albedo and seen[0][2] is normal
+    assert seen[0][3:] == (True, "T")
+    np.testing.assert_array_equal(img, to_uint8(srgb(color * 0.5)))
     assert img.dtype == np.uint8 and img.shape == color.shape
     assert [k for k in timer.samples] == ["denoise", "tone map"]
     assert all(len(v) == 1 and v[0] >= 0 for v in timer.samples.values())
     timer2 = StageTimer()
-    plain = develop(RenderOutput(color), srgb, False, timer=timer2)
+    plain = develop(RenderOutput(color), srgb, None, timer=timer2)
     np.testing.assert_array_equal(plain, to_uint8(srgb(color)))
     assert list(timer2.samples) == ["tone map"]
