@@ -7,37 +7,14 @@
 #
 #   bash scripts/device/gpu_check.sh OUT_DIR
 #
-# Without an installed equivision it runs from the checkout (PYTHONPATH); a tarball of extra
-# site-packages at .whl/site.tgz (Mitsuba, Dr.Jit, kornia, omegaconf, trimesh for the GPU image's
-# Python) is unpacked first when those are missing. On a CPU, VARIANT=llvm_ad_rgb DEVICE=cpu TINY=1 runs the
-# same stages at toy sizes (to check the script itself).
+# The environment (PYTHONPATH, .whl/site.tgz, the driver's libraries) and the stage runner are in
+# scripts/device/common.sh; scripts/device/render_gpu_check.sh is the renderer-only check (issue 2's
+# GPU target). On a CPU, VARIANT=llvm_ad_rgb DEVICE=cpu TINY=1 runs the same stages at toy sizes
+# (to check the script itself).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 DEST="${1:-gpu_check_out}"  # gets summary.txt and all.tgz (every log and result), refreshed after each stage
-mkdir -p "$DEST"
-DEST="$(cd "$DEST" && pwd)"
-PY="${PYTHON:-python3}"
-VARIANT="${VARIANT:-cuda_ad_rgb}"
-DEVICE="${DEVICE:-cuda}"
-TINY="${TINY:-0}"
-WORK="${WORK:-/tmp/equivision_gpu_check}"
-rm -rf "$WORK" && mkdir -p "$WORK/out"
-OUT="$WORK/out"
-if ! "$PY" -c "import mitsuba, drjit, kornia, omegaconf, trimesh" 2>/dev/null && [ -f .whl/site.tgz ]; then
-  mkdir -p "$WORK/site" && tar xzf .whl/site.tgz -C "$WORK/site"
-  export PYTHONPATH="$WORK/site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
-else
-  export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-fi
-export PYTHONUNBUFFERED=1 TQDM_MININTERVAL=5
-# the driver's libraries (libcuda, libnvoptix for Mitsuba's cuda variant) in containers that mount them here
-export LD_LIBRARY_PATH="/usr/local/nvidia/lib64:/usr/local/nvidia/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-if [ -z "${DRJIT_LIBCUDA_PATH:-}" ]; then
-  for f in $(ldconfig -p 2>/dev/null | awk '/libcuda\.so\.1 /{print $NF}') /usr/local/nvidia/lib64/libcuda.so.1; do
-    [ -e "$f" ] && export DRJIT_LIBCUDA_PATH="$f" && break
-  done
-fi
-EV=("$PY" -m equivision)
+source scripts/device/common.sh
 
 if [ "$TINY" = "1" ]; then
   OBJ=1; VIEWS=4; RES=32; EPOCHS=1; BATCH=4; BENCH_VIEWS=2; BENCH_RES=32,64; TRAIN_SIZE=32; TRAIN_BATCH=4; STEPS=1
@@ -46,32 +23,7 @@ else
   STEPS=10
 fi
 
-stage() {  # stage NAME SECONDS CMD...: run with a time limit, log to $OUT/NAME.log
-  local name=$1 limit=$2
-  shift 2
-  local t0=$(date +%s)
-  echo "== $name (limit ${limit}s)"
-  timeout "$limit" "$@" >"$OUT/$name.log" 2>&1
-  local rc=$?
-  echo "$name rc=$rc $(($(date +%s) - t0))s" | tee -a "$OUT/summary.txt"
-  tail -n 4 "$OUT/$name.log"
-  pack
-}
-
-pack() {  # refresh DEST: summary.txt and all.tgz (logs and results, no datasets or checkpoints)
-  cp "$OUT/summary.txt" "$DEST/summary.txt"
-  tar czf "$DEST/all.tgz.part" -C "$WORK" out && mv "$DEST/all.tgz.part" "$DEST/all.tgz"
-}
-
-{
-  date -u
-  nvidia-smi -L 2>&1 || true
-  echo "DRJIT_LIBCUDA_PATH=${DRJIT_LIBCUDA_PATH:-}"
-  ldconfig -p 2>/dev/null | grep -E "libcuda\.so|libnvoptix" || true
-  ls /usr/local/nvidia/lib64 2>/dev/null | grep -E "libcuda|optix" || true
-  "$PY" -c "import torch, mitsuba as mi; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), \
-torch.cuda.get_device_name(0) if torch.cuda.is_available() else ''); print('mitsuba', mi.__version__, mi.variants())"
-} 2>&1 | tee "$OUT/environment.txt"
+environment
 
 stage render_bench 60 "${EV[@]}" bench render --variant "$VARIANT" --res "$BENCH_RES" --spp 32 --denoise off \
   --views "$BENCH_VIEWS" --out "$OUT/bench_render.json"
