@@ -109,12 +109,32 @@ def dilate(mask: np.ndarray, width: int, height: int) -> np.ndarray:
     return out.ravel()
 
 
-def refine_order(sums: np.ndarray, squares: np.ndarray, n: int, width: int, height: int) -> np.ndarray:
+def refine_order(
+    sums: np.ndarray, squares: np.ndarray, n: int, width: int, height: int, count: int | None = None
+) -> np.ndarray:
     """Pixels from most to least in need of samples: first the edges and their neighbours (the
-    guides vary between samples: EDGE_THRESHOLD), then by :func:`colour_score`; ties by index."""
+    guides vary between samples: EDGE_THRESHOLD), then by :func:`colour_score`; ties by index.
+    ``count``: only the first ``count`` of them (:func:`top_order`; the tiers use a fifth of the
+    pixels, and sorting all of them cost more than the rest of the host-side work)."""
     edges = dilate(edge_score(sums, squares, n) > EDGE_THRESHOLD, width, height)
     key = colour_score(sums, squares, n) + np.where(edges, 1e6, 0.0)
-    return np.argsort(-key, kind="stable")
+    return top_order(key, key.size if count is None else count)
+
+
+def top_order(key: np.ndarray, count: int) -> np.ndarray:
+    """The first ``count`` indices of ``np.argsort(-key, kind="stable")`` (largest key first, ties
+    by index), without sorting the rest: a partition finds the ``count``-th largest value, every
+    index above it and the first tied ones (in index order) are taken, and only those are sorted."""
+    neg = -np.asarray(key, dtype=np.float64)
+    if count >= neg.size:
+        return np.argsort(neg, kind="stable")
+    if count <= 0:
+        return np.zeros(0, dtype=np.int64)
+    kth = np.partition(neg, count - 1)[count - 1]
+    above = np.flatnonzero(neg < kth)
+    ties = np.flatnonzero(neg == kth)[: count - above.size]
+    chosen = np.union1d(above, ties)  # index order, so the stable sort below breaks ties by index
+    return chosen[np.argsort(neg[chosen], kind="stable")]
 
 
 def check_tiers(tiers) -> None:
@@ -186,7 +206,8 @@ def render_adaptive(
         sums, squares, n = sample_pixels(mi, scene, its, everything, spp, seed, sampler_type)
     counts = np.full(w * h, float(n))
     with stage(timer, "refine order"):
-        order = refine_order(sums, squares, n, w, h) if tiers else everything
+        needed = sum(refine_count(w, h, f) for f, _ in tiers)
+        order = refine_order(sums, squares, n, w, h, count=needed) if tiers else everything
     start, tier_seed = 0, seed
     for i, (fraction, extra) in enumerate(tiers, 1):
         with stage(timer, f"tier {i}"):

@@ -199,3 +199,19 @@ def test_adaptive_sampling_refuses_the_scalar_variant():
     scene = IEBenchScene(mi, SceneSettings(resolution=16, spp=2, refine=((0.1, 16),)), v, f, c)
     with pytest.raises(ValueError, match="JIT variant"):
         scene.render(official_views(1, 0)[0], 0)
+
+
+@pytest.mark.parametrize("levels", [None, 3.0])  # continuous keys, and keys with many ties
+def test_top_order_is_the_head_of_the_stable_argsort(levels):
+    rng = np.random.default_rng(7)
+    key = rng.gamma(1.0, size=2000) + np.where(rng.random(2000) < 0.05, 1e6, 0.0)
+    if levels:
+        key = np.round(key * levels) / levels  # about 20 distinct values: ties at every cut
+    full = np.argsort(-key, kind="stable")
+    for count in (0, 1, 2, 99, 100, 361, 1999, 2000, 2500):
+        got = A.top_order(key, count)
+        np.testing.assert_array_equal(got, full[:count])
+    # refine_order's count keeps the head of the full order
+    sums, squares, n = rng.random((64 * 64, 9)) * 8, rng.random((64 * 64, 9)) * 64, 8
+    whole = A.refine_order(sums, squares, n, 64, 64)
+    np.testing.assert_array_equal(A.refine_order(sums, squares, n, 64, 64, count=700), whole[:700])
