@@ -38,7 +38,15 @@ def _sampler(mi, sampler_type: str, spp: int):
 
 
 def sample_pixels(
-    mi, scene, integrators, pixels: np.ndarray, spp: int, seed: int, sampler_type: str, squares: bool = True
+    mi,
+    scene,
+    integrators,
+    pixels: np.ndarray,
+    spp: int,
+    seed: int,
+    sampler_type: str,
+    squares: bool = True,
+    colour: bool = True,
 ):
     """Sums and sums of squares over ``spp`` samples of each pixel in ``pixels`` (flat, row-major).
 
@@ -47,6 +55,7 @@ def sample_pixels(
     guide buffers straddle an edge exactly as the colour does). Returns (sums, squares, count):
     (P, C) float64 arrays with the 3 radiance channels then the aov channels, and the sample
     count really used per pixel. ``squares=False`` skips the sums of squares (returns None).
+    ``colour=False``: the first integrator is an aov one too (only aov channels are returned).
     """
     import drjit as dr
 
@@ -65,7 +74,7 @@ def sample_pixels(
     for i, integrator in enumerate(integrators):
         spec, _, aov = integrator.sample(scene, sampler, ray, None, True)
         spec = spec * weight
-        channels += [spec.x, spec.y, spec.z] if i == 0 else list(aov)
+        channels += [spec.x, spec.y, spec.z] if i == 0 and colour else list(aov)
     full = dr.zeros(mi.Float, p * n)
     channels = [full + c for c in channels]  # widen literals (a constant channel has width 1)
     dr.eval(channels)  # one kernel traces every channel; the block sums then read them
