@@ -232,3 +232,20 @@ def test_plain_jit_render_is_bit_identical_from_run_to_run():
         mi.render(scene.scene, integrator=scene.integrator, spp=scene.spp, seed=dr.opaque(mi.UInt32, 5))
     )
     np.testing.assert_allclose(runs[0], ref[..., :3], rtol=1e-5, atol=1e-6)
+
+
+def test_first_pass_scores_on_the_device_equal_the_numpy_definitions():
+    mi = _llvm()
+    scene, _ = _scene(mi, spp=9, refine=((0.1, 8),))
+    its = [scene.integrator, scene.aux_integrator]
+    sums, edge, colour, n = A.first_pass(mi, scene.scene, its, 9, 4, "multijitter")
+    ref_sums, squares, ref_n = A.sample_pixels(mi, scene.scene, its, np.arange(32 * 32), 9, 4, "multijitter")
+    assert n == ref_n and np.array_equal(sums, ref_sums)
+    # float64 on both sides; LLVM fuses q/n - m*m into one FMA, which changes the cancellation
+    # noise of flat pixels (scores ~1e-4, far below the edge threshold) in the 9th digit
+    np.testing.assert_allclose(edge, A.edge_score(ref_sums, squares, n), rtol=1e-7, atol=1e-12)
+    np.testing.assert_allclose(colour, A.colour_score(ref_sums, squares, n), rtol=1e-7, atol=1e-12)
+    assert (edge > A.EDGE_THRESHOLD).any() and (edge <= A.EDGE_THRESHOLD).any()  # both kinds of pixel
+    np.testing.assert_array_equal(
+        A.order_from_scores(edge, colour, 32, 32), A.refine_order(ref_sums, squares, n, 32, 32)
+    )
