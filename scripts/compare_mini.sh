@@ -42,7 +42,7 @@ if [ -f "$DATA/manifest.json" ] || [ -f "$DATA/train_images.npy" ]; then
 else
   echo "== 1/4 render the mini dataset ($OBJECTS objects x 15 classes x $VIEWS views, ${RES}px)"
   $BIN/equivision render iebench --out "$DATA" --objects-per-class "$OBJECTS" --views "$VIEWS" \
-    --resolution "$RES" --spp 25 --seed 0
+    --resolution "$RES" --spp 25 --refine none --seed 0
 fi
 
 budget=(data.root="$DATA" data.image_size="$RES" data.batch_size="$BATCH" data.workers="$WORKERS"

@@ -18,7 +18,7 @@ t0=$(date +%s)
 
 echo "== 1/5 render the embedded mini dataset ($OBJECTS objects x 15 classes x $VIEWS views, ${RES}px)"
 $BIN/equivision render iebench --out "$DATA" --objects-per-class "$OBJECTS" --views "$VIEWS" \
-  --resolution "$RES" --spp 25 --seed 0
+  --resolution "$RES" --spp 25 --refine none --seed 0
 
 echo "== 2/5 check it and draw its contact sheet"
 $BIN/equivision data check "$DATA"

@@ -268,3 +268,44 @@ def test_pick_denoiser(monkeypatch):
     with pytest.raises(ValueError, match="denoiser optix runs on the GPU"):  # named: an error, not skipped
         pick_denoiser("auto", "optix", "llvm_ad_rgb")
     assert pick_denoiser("auto", "optix", "scalar_rgb") is None  # auto does not denoise scalar renders
+
+
+def test_quality_defaults_follow_the_variant():
+    import argparse
+
+    from equivision.renderers.commands import apply_quality_defaults
+
+    def resolved(variant, **kw):
+        args = argparse.Namespace(**({"spp": None, "refine": "auto"} | kw))
+        apply_quality_defaults(args, variant)
+        return args.spp, args.refine
+
+    assert resolved("llvm_ad_rgb") == (20, "0.06:256,0.12:48")  # the Cycles-level setting
+    assert resolved("cuda_ad_rgb") == (20, "0.06:256,0.12:48")
+    assert resolved("scalar_rgb") == (32, "")  # no adaptive sampling without a JIT variant
+    assert resolved("llvm_ad_rgb", refine="none") == (20, "")
+    assert resolved("llvm_ad_rgb", spp=64, refine="0.1:8") == (64, "0.1:8")  # explicit values are kept
+
+
+def test_cli_default_settings_with_the_llvm_variant(tmp_path):
+    from equivision.renderers.variants import find_libllvm
+
+    if find_libllvm() is None:
+        pytest.skip("the llvm variant needs libLLVM >= 16")
+    out = tmp_path / "llvm"
+    argv = ["render", "iebench", "--out", str(out), "--classes", "mug", "--objects-per-class", "1"]
+    argv += [
+        "--views",
+        "1",
+        "--resolution",
+        "16",
+        "--variant",
+        "llvm_ad_rgb",
+        "--denoise",
+        "off",
+        "--no-progress",
+    ]
+    assert cli_main(argv) == 0
+    scene = json.loads((out / "manifest.json").read_text())["settings"]["scene"]
+    assert scene["spp"] == 20 and scene["refine"] == [[0.06, 256], [0.12, 48]]
+    assert cli_main([*argv, "--refine", "none"]) == 2  # another setting in the same folder is refused
