@@ -83,6 +83,16 @@ def spherical_to_cartesian(r: float, theta: float, phi: float) -> np.ndarray:
     )
 
 
+def pose_matrix(view: ViewFactors) -> np.ndarray:
+    """The 4x4 object-to-world matrix of a view: ``R @ Translation(t)`` (see :func:`pose_vertices`)."""
+    m = np.eye(4)
+    r = euler_xyz_matrix(view.angles)
+    m[:3, :3] = r
+    if view.translation is not None:
+        m[:3, 3] = r @ np.asarray(view.translation, dtype=np.float64)
+    return m
+
+
 def pose_vertices(vertices: np.ndarray, view: ViewFactors) -> np.ndarray:
     """World positions x_world = R (x + t): the pose ``Rot @ Translation(t)`` of 3DIEBench-T
     (the translation is applied in the object's rotated frame, so the object sits at R t)."""

@@ -11,7 +11,10 @@ uniform 45-degree cone around the zenith (``sun="cone"``, default: soft shadows 
 by a ``directional`` light (hard shadows, faster).
 
 The scene is built once per object (meshes differ in size); per view only the floor colour, the
-spot pose and colour and the object's vertex positions change, through ``mi.traverse``.
+spot pose and colour and the object's pose change, through ``mi.traverse``. The object is an
+instance of a shape group, so a view moves it by its ``to_world`` matrix: the object's own
+acceleration structure is built once, and the passes of later views can replay frozen kernels
+(``dr.freeze``), which rewriting the vertices of a plain mesh broke (stale geometry, NaNs).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from equivision.renderers.sampling import ViewFactors, pose_vertices, spherical_to_cartesian
+from equivision.renderers.sampling import ViewFactors, pose_matrix, pose_vertices, spherical_to_cartesian
 from equivision.utils.stages import StageTimer, stage
 
 CAM_DISTANCE, CAM_THETA, CAM_PHI = 2.5, math.pi / 4, math.pi / 2
@@ -169,7 +172,8 @@ class IEBenchScene:
                 "to_world": T().translate([0, 0, FLOOR_Z]) @ T().scale([FLOOR_SIZE / 2, FLOOR_SIZE / 2, 1]),
                 "bsdf": {"type": "diffuse", "reflectance": {"type": "rgb", "value": [0.5, 0.5, 0.5]}},
             },
-            "object": mesh,
+            "object_shapes": {"type": "shapegroup", "mesh": mesh},
+            "object": {"type": "instance", "shapegroup": {"type": "ref", "id": "object_shapes"}},
             "spot": {
                 "type": "spot",
                 "intensity": {"type": "rgb", "value": [SPOT_INTENSITY] * 3},
@@ -196,7 +200,6 @@ class IEBenchScene:
         self.spp = int(self.scene.sensors()[0].sampler().sample_count())
         self.params = mi.traverse(self.scene)
         self.to_sensor = self.scene.sensors()[0].world_transform().inverse()
-        self._vtype = type(self.params["object.vertex_positions"])
         self.integrator = self._make_integrator()
 
     def _make_mesh(self, vertices, faces, face_colors):
@@ -247,8 +250,12 @@ class IEBenchScene:
         to_world = T().look_at(origin=pos.tolist(), target=[0, 0, 0], up=[1, 0, 0])
         p["spot.to_world"] = mi.AffineTransform4f(to_world) if hasattr(mi, "AffineTransform4f") else to_world
         p["spot.intensity.value"] = mi.Color3f(*[SPOT_INTENSITY * c for c in view.light_rgb])
-        p["object.vertex_positions"] = self._vtype(self.posed_vertices(view).astype(np.float32).ravel())
+        p["object.to_world"] = self._affine(pose_matrix(view))
         p.update()
+
+    def _affine(self, m: np.ndarray):
+        mi = self.mi
+        return mi.AffineTransform4f(m) if hasattr(mi, "AffineTransform4f") else mi.Transform4f(m)
 
     def posed_vertices(self, view: ViewFactors) -> np.ndarray:
         return pose_vertices(self._v0, view)

@@ -7,14 +7,21 @@ out wrong (stale geometry or NaNs). This script measures, per view, whether froz
 the unfrozen computation, for two functions (:data:`FUNCTIONS`) and four ways of changing the
 scene between views (:data:`MODES`):
 
-- ``static``: only the floor colour and the spot change (the vertices stay those of view 0);
-- ``rebuild``: the full ``apply_view`` but with view 0's pose, so the accel is rebuilt from the
-  same vertices (tells a rebuild apart from a change of geometry);
-- ``geometry``: the full ``apply_view`` (what the renderer does);
+- ``static``: only the floor colour and the spot change (the object keeps view 0's pose);
+- ``rebuild``: the full ``apply_view`` but with view 0's pose, so the top-level accel is rebuilt
+  with the same instance transform (tells a rebuild apart from a change of pose);
+- ``geometry``: the full ``apply_view``, what the renderer does: the object is an instance of a
+  shape group and a view sets its ``to_world`` (the object's own accel is built once);
+- ``vertices``: the renderer's earlier way: floor and spot, then the posed vertices written into
+  the shape group's mesh (instance at identity), which rebuilds the object's accel;
 - ``vertex_input``: floor and spot outside, the posed vertices passed to the frozen function,
-  which writes them into the scene and calls ``params.update()`` itself (an accel build inside a
+  which writes them into the mesh and calls ``params.update()`` itself (an accel build inside a
   recording: not something freezing promises to replay; on LLVM it raises nothing, records
   correctly and replays wrong; its frozen milliseconds include the vertex write and update).
+
+On LLVM (2026-11-27): ``static``, ``rebuild`` and ``geometry`` replays are bit-identical for the
+first pass; ``vertices`` and ``vertex_input`` replays are wrong (stale geometry or NaNs, varying
+from run to run), which is why the renderer poses an instance.
 
 Per view: the reference (unfrozen call, all views first), then the frozen calls (all views, in
 order, nothing unfrozen in between); the seed is an opaque UInt32 (``noise_seed(0, "freeze",
@@ -56,7 +63,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the checkout, when not installed
 
-VERTS_KEY = "object.vertex_positions"
+
+def vertex_key(params) -> str:
+    """The traversal key of the object mesh's vertex positions (inside its shape group)."""
+    return next(k for k in params.keys() if k.endswith("vertex_positions"))
+
+
 # a replay "matches" when every value is within ATOL + RTOL * |reference| (and no NaN appears): the
 # unfrozen mi.render is not bit-reproducible itself on LLVM at 256 px, 20 spp (a few dozen of the
 # 256 x 256 x 3 values differ by 1-4 ulp between two identical calls; the film's atomic adds, most
@@ -68,7 +80,7 @@ RTOL, ATOL = 1e-5, 1e-6
 
 
 def apply_lighting(sc, view) -> None:
-    """``IEBenchScene.apply_view`` without the vertex write: floor colour, spot pose and colour."""
+    """``IEBenchScene.apply_view`` without the object's pose: floor colour, spot pose and colour."""
     from equivision.renderers.scene import SPOT_DISTANCE, SPOT_INTENSITY, spherical_to_cartesian
 
     mi, p, T = sc.mi, sc.params, sc._T
@@ -78,6 +90,18 @@ def apply_lighting(sc, view) -> None:
     p["spot.to_world"] = mi.AffineTransform4f(to_world) if hasattr(mi, "AffineTransform4f") else to_world
     p["spot.intensity.value"] = mi.Color3f(*[SPOT_INTENSITY * c for c in view.light_rgb])
     p.update()
+
+
+def write_vertices(sc, view) -> None:
+    """The posed vertices written into the object's mesh (the instance stays at identity)."""
+    key = vertex_key(sc.params)
+    sc.params[key] = type(sc.params[key])(sc.posed_vertices(view).astype(np.float32).ravel())
+    sc.params.update()
+
+
+def lighting_and_vertices(sc, view) -> None:
+    apply_lighting(sc, view)
+    write_vertices(sc, view)
 
 
 def same_pose(view, view0):
@@ -101,7 +125,12 @@ MODES: dict[str, Mode] = {
         lambda sc, v, v0: sc.apply_view(same_pose(v, v0)), lambda sc, v, v0: sc.apply_view(same_pose(v, v0))
     ),
     "geometry": Mode(lambda sc, v, v0: sc.apply_view(v), lambda sc, v, v0: sc.apply_view(v)),
-    "vertex_input": Mode(lambda sc, v, v0: sc.apply_view(v), lambda sc, v, v0: apply_lighting(sc, v), True),
+    "vertices": Mode(
+        lambda sc, v, v0: lighting_and_vertices(sc, v), lambda sc, v, v0: lighting_and_vertices(sc, v)
+    ),
+    "vertex_input": Mode(
+        lambda sc, v, v0: lighting_and_vertices(sc, v), lambda sc, v, v0: apply_lighting(sc, v), True
+    ),
 }
 
 
@@ -253,7 +282,7 @@ def run_experiment(mi, args, mesh, views, seeds, function: Function, mode: Mode,
     if mode.vertex_input:
 
         def body(scene, seed, inputs, verts):
-            params[VERTS_KEY] = verts
+            params[vertex_key(params)] = verts
             params.update()
             return function.body(mi, scene, seed, inputs)
     else:
@@ -264,7 +293,9 @@ def run_experiment(mi, args, mesh, views, seeds, function: Function, mode: Mode,
     frozen = dr.freeze(body)
     for i, (view, seed) in enumerate(zip(views, seeds, strict=True)):
         mode.frozen(sc, view, views[0])
-        extra = (sc._vtype(sc.posed_vertices(view).astype(np.float32).ravel()),) if mode.vertex_input else ()
+        key = vertex_key(sc.params)
+        posed = sc.posed_vertices(view).astype(np.float32).ravel()
+        extra = (type(sc.params[key])(posed),) if mode.vertex_input else ()
         before = frozen.n_recordings
         seed_u32 = dr.opaque(mi.UInt32, seed)
         out, ms = timed(lambda: frozen(sc.scene, seed_u32, inputs, *extra))  # noqa: B023 - called at once

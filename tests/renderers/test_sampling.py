@@ -65,3 +65,15 @@ def test_pose_is_rotation_after_translation_in_object_frame():
     np.testing.assert_allclose(out[0], [0.0, 0.5, 0.0], atol=1e-12)  # Rz(90) maps x to y
     # the hues map to the official HSV colours
     assert v.floor_rgb == pytest.approx(__import__("colorsys").hsv_to_rgb(0.1, 0.6, 0.6))
+
+
+def test_pose_matrix_moves_points_as_pose_vertices():
+    from equivision.renderers.sampling import pose_matrix, pose_vertices, sample_view
+
+    pts = np.random.default_rng(3).normal(size=(20, 3))
+    for translation in (False, True):
+        view = sample_view(0, "pose", 4, translation=translation)
+        m = pose_matrix(view)
+        np.testing.assert_allclose(pts @ m[:3, :3].T + m[:3, 3], pose_vertices(pts, view), atol=1e-12)
+        assert np.array_equal(m[3], [0, 0, 0, 1])
+        np.testing.assert_allclose(m[:3, :3] @ m[:3, :3].T, np.eye(3), atol=1e-12)  # a rotation
