@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from equivision.renderers.denoisers import make_denoiser
+from equivision.renderers.frozen import FreezeChecks
 from equivision.renderers.postprocess import TONEMAPS, develop, encode_jpeg
 from equivision.renderers.sampling import noise_seed
 from equivision.renderers.scene import IEBenchScene, SceneSettings
@@ -139,11 +140,13 @@ def bench_mitsuba(
     seed: int = 0,
     noise_views: int = 1,
     profile: bool = False,
+    freeze: bool = False,
 ) -> BenchResult:
     import mitsuba as mi
 
     v, f, c, mesh_name = load_bench_mesh(mesh)
-    scene = IEBenchScene(mi, replace(settings, aovs=denoiser is not None), v, f, c)
+    checks = FreezeChecks(True) if freeze else None
+    scene = IEBenchScene(mi, replace(settings, aovs=denoiser is not None), v, f, c, freeze=checks)
     dn = make_denoiser(denoiser) if denoiser else None
     tm = TONEMAPS.get(tonemap)
 
@@ -184,6 +187,7 @@ def bench_mitsuba(
             if settings.refine
             else f" aux={settings.aux_spp}spp"
         )
+        + (f" frozen (checks {checks.checked}, mismatches {checks.mismatches})" if checks else "")
     )
     return BenchResult(
         "mitsuba",

@@ -11,6 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from equivision.renderers.denoisers import DENOISER_CHOICES
+from equivision.renderers.frozen import FREEZE_CHOICES, resolve_freeze
 from equivision.utils.registry import Registry
 
 # sub-command name -> module that defines add_arguments(parser) and run(args) -> int
@@ -60,6 +61,12 @@ class RenderBench:
             default="auto",
             choices=list(DENOISER_CHOICES),
             help="oidn | oidn-cuda | optix; auto = the renderer's device (as render iebench)",
+        )
+        p.add_argument(
+            "--freeze",
+            default="off",
+            choices=list(FREEZE_CHOICES),
+            help="frozen render passes (as render iebench --freeze; auto = with a cuda variant)",
         )
         p.add_argument(
             "--profile",
@@ -153,6 +160,7 @@ class RenderBench:
                     args.views,
                     noise_views=nv,
                     profile=args.profile,
+                    freeze=resolve_freeze(args.freeze, choice.variant),
                 )
                 results.append(replace(res, round=rnd))
         report = write_report(

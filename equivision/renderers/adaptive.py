@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from equivision.renderers.frozen import PassRunner
 from equivision.utils.stages import StageTimer, stage
 
 EDGE_THRESHOLD = 1e-2  # summed standard error of albedo + normal: above it a pixel straddles an edge
@@ -47,6 +48,7 @@ def sample_pixels(
     sampler_type: str,
     squares: bool = True,
     colour: bool = True,
+    runner: PassRunner | None = None,
 ):
     """Sums and sums of squares over ``spp`` samples of each pixel in ``pixels`` (flat, row-major).
 
@@ -56,28 +58,46 @@ def sample_pixels(
     (P, C) float64 arrays with the 3 radiance channels then the aov channels, and the sample
     count really used per pixel. ``squares=False`` skips the sums of squares (returns None).
     ``colour=False``: the first integrator is an aov one too (only aov channels are returned).
+    ``runner``: runs the device pass (frozen: renderers/frozen.py); None = traced every time.
     """
-    sums, sq, n = _pixel_sums(mi, scene, integrators, pixels, spp, seed, sampler_type, squares, colour)
-    return _as_np(sums), (_as_np(sq) if squares else None), n
+    n = _sampler(mi, sampler_type, spp)[1]
+    out = _run_pass(mi, scene, integrators, pixels, spp, seed, sampler_type, squares, colour, False, runner)
+    c = len(out) // 2 if squares else len(out)
+    return _as_np(out[:c]), (_as_np(out[c:]) if squares else None), n
 
 
 def _as_np(xs) -> np.ndarray:
     return np.stack([np.asarray(x, dtype=np.float64) for x in xs], axis=1)
 
 
-def _pixel_sums(mi, scene, integrators, pixels, spp, seed, sampler_type, squares, colour):
-    """:func:`sample_pixels` on the device: per channel, the per-pixel sums (and sums of squares)
-    as evaluated Dr.Jit arrays, and the sample count."""
+def _run_pass(mi, scene, integrators, pixels, spp, seed, sampler_type, squares, colour, scores, runner):
+    """:func:`_device_pass` with the pixels and the seed as device inputs, through ``runner``."""
+    import drjit as dr
+
+    jit = dr.is_jit_v(mi.Float)
+    pix = mi.UInt32(np.ascontiguousarray(pixels, dtype=np.uint32))
+    seed_in = dr.opaque(mi.UInt32, seed) if jit else seed
+    consts = (int(spp), sampler_type, bool(squares), bool(colour), bool(scores))
+    args = (mi, scene, list(integrators), pix, seed_in, *consts)
+    if runner is None or not jit:
+        return _device_pass(*args)
+    return runner((len(integrators), int(len(pixels)), *consts), _device_pass, *args)
+
+
+def _device_pass(mi, scene, integrators, pixels, seed, spp, sampler_type, squares, colour, scores):
+    """One pass on the device (traceable as a whole, so that it can be frozen: every input that
+    changes between calls is a Dr.Jit array or a traversable object): per channel the per-pixel
+    sums, then (``squares``) the sums of squares, then (``scores``) the edge and colour scores;
+    a list of evaluated Dr.Jit arrays."""
     import drjit as dr
 
     sensor = scene.sensors()[0]
     w, h = (int(x) for x in sensor.film().crop_size())
     sampler, n = _sampler(mi, sampler_type, spp)
-    p = int(len(pixels))
+    p = dr.width(pixels)
     sampler.set_samples_per_wavefront(n)
-    jit = dr.is_jit_v(mi.Float)
-    sampler.seed(dr.opaque(mi.UInt32, seed) if jit else seed, p * n)
-    pix = dr.repeat(mi.UInt32(np.ascontiguousarray(pixels, dtype=np.uint32)), n)
+    sampler.seed(seed, p * n)
+    pix = dr.repeat(pixels, n)
     pos = mi.Vector2f(mi.Float(pix % w), mi.Float(pix // w)) + sampler.next_2d()
     ray, weight = sensor.sample_ray_differential(0.0, 0.5, mi.Point2f(pos.x / w, pos.y / h), mi.Point2f(0.5))
     ray.scale_differential(dr.rsqrt(n))
@@ -90,25 +110,19 @@ def _pixel_sums(mi, scene, integrators, pixels, spp, seed, sampler_type, squares
     channels = [full + c for c in channels]  # widen literals (a constant channel has width 1)
     dr.eval(channels)  # one kernel traces every channel; the block sums then read them
     sums = [dr.block_sum(c, n) for c in channels]
-    sq = [dr.block_sum(c * c, n) for c in channels] if squares else []
-    dr.eval(sums, sq)
-    return sums, sq, n
+    sq = [dr.block_sum(c * c, n) for c in channels] if squares or scores else []
+    out = sums + (sq if squares else []) + (_device_scores(mi, sums, sq, n) if scores else [])
+    dr.eval(out)
+    return out
 
 
-def first_pass(mi, scene, integrators, spp: int, seed: int, sampler_type: str):
-    """The adaptive render's first pass: :func:`sample_pixels` over every pixel (colour, albedo,
-    normal), with :func:`edge_score` and :func:`colour_score` computed on the device, in float64
-    like their NumPy definitions, so that only the sums and two scores per pixel come back to
-    the host (the sums of squares stay on the device; on the CPU the scores took ~20 ms of NumPy
-    per 256 px image, the host-side work a GPU run cannot hide). Returns (sums, edge, colour, n)."""
+def _device_scores(mi, sums, sq, n) -> list:
+    """:func:`edge_score` and :func:`colour_score` of 9-channel sums, term for term in float64."""
     import drjit as dr
 
-    w, h = (int(x) for x in scene.sensors()[0].film().crop_size())
-    pixels = np.arange(w * h, dtype=np.uint32)
-    sums, sq, n = _pixel_sums(mi, scene, integrators, pixels, spp, seed, sampler_type, True, True)
     f64 = dr.float64_array_t(mi.Float)
 
-    def se(c):  # standard_error of channel c, term for term
+    def se(c):  # standard_error of channel c
         mean = f64(sums[c]) / n
         var = dr.maximum(f64(sq[c]) / n - mean * mean, 0.0) * n / max(n - 1, 1)
         return dr.sqrt(var / n)
@@ -120,8 +134,23 @@ def first_pass(mi, scene, integrators, spp: int, seed: int, sampler_type: str):
     for c in range(3):
         term = se(c) / dr.sqrt(dr.maximum(f64(sums[c]) / n, 0.0) + 0.05)
         colour = term if colour is None else colour + term
-    dr.eval(edge, colour)
-    return _as_np(sums), np.asarray(edge, dtype=np.float64), np.asarray(colour, dtype=np.float64), n
+    return [edge, colour]
+
+
+def first_pass(
+    mi, scene, integrators, spp: int, seed: int, sampler_type: str, runner: PassRunner | None = None
+):
+    """The adaptive render's first pass: :func:`sample_pixels` over every pixel (colour, albedo,
+    normal), with :func:`edge_score` and :func:`colour_score` computed on the device, in float64
+    like their NumPy definitions, so that only the sums and two scores per pixel come back to
+    the host (the sums of squares stay on the device; on the CPU the scores took ~20 ms of NumPy
+    per 256 px image, the host-side work a GPU run cannot hide). Returns (sums, edge, colour, n)."""
+    w, h = (int(x) for x in scene.sensors()[0].film().crop_size())
+    pixels = np.arange(w * h, dtype=np.uint32)
+    n = _sampler(mi, sampler_type, spp)[1]
+    out = _run_pass(mi, scene, integrators, pixels, spp, seed, sampler_type, False, True, True, runner)
+    edge, colour = (np.asarray(x, dtype=np.float64) for x in out[-2:])
+    return _as_np(out[:-2]), edge, colour, n
 
 
 def standard_error(sums: np.ndarray, squares: np.ndarray, n: int) -> np.ndarray:
@@ -246,6 +275,7 @@ def render_adaptive(
     sampler_type: str,
     tiers,
     timer: StageTimer | None = None,
+    runner: PassRunner | None = None,
 ):
     """(colour, albedo, normal), each (H, W, 3) float32 means: ``spp`` samples everywhere, then
     per tier (fraction, extra) ``extra`` more samples in the next ``fraction`` of the pixels in
@@ -257,7 +287,7 @@ def render_adaptive(
     its = [integrator, aux_integrator]
     everything = np.arange(w * h, dtype=np.uint32)
     with stage(timer, "first pass"):
-        sums, edge, colour, n = first_pass(mi, scene, its, spp, seed, sampler_type)
+        sums, edge, colour, n = first_pass(mi, scene, its, spp, seed, sampler_type, runner)
     counts = np.full(w * h, float(n))
     with stage(timer, "refine order"):
         needed = sum(refine_count(w, h, f) for f, _ in tiers)
@@ -272,7 +302,7 @@ def render_adaptive(
             if k == 0:
                 continue
             s2, _, n2 = sample_pixels(
-                mi, scene, its, chosen, int(extra), tier_seed, sampler_type, squares=False
+                mi, scene, its, chosen, int(extra), tier_seed, sampler_type, squares=False, runner=runner
             )
             sums[chosen] += s2
             counts[chosen] += n2

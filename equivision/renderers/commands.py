@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from equivision.renderers.denoisers import DENOISER_CHOICES
+from equivision.renderers.frozen import FREEZE_CHOICES
 from equivision.renderers.scene import INTEGRATORS, SAMPLERS, SUNS
 
 # render iebench's defaults (apply_quality_defaults)
@@ -78,6 +79,13 @@ def register(group: argparse.ArgumentParser) -> None:
         choices=list(DENOISER_CHOICES),
         help="oidn (CPU), oidn-cuda (OIDN on the GPU via torch), optix (Mitsuba's, cuda variants); "
         "auto = the renderer's device: oidn-cuda, else optix with a cuda variant, oidn otherwise",
+    )
+    r.add_argument(
+        "--freeze",
+        default="auto",
+        choices=list(FREEZE_CHOICES),
+        help="replay each render pass's recorded kernels instead of tracing it again (checked against "
+        "traced passes as it runs); auto = with a cuda variant",
     )
     r.add_argument("--jpeg-quality", type=int, default=95)
     r.add_argument(
@@ -183,6 +191,7 @@ def cmd_iebench(args: argparse.Namespace) -> int:
         tonemap=args.tonemap,
         denoise=args.denoise,
         denoiser=args.denoiser,
+        freeze=args.freeze,
         variant=args.variant,
         scene=scene,
         val_fraction=args.val_fraction,

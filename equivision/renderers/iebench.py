@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from equivision.renderers.denoisers import DENOISER_CHOICES, make_denoiser, resolve_denoiser
+from equivision.renderers.frozen import FREEZE_CHOICES, FreezeChecks, resolve_freeze
 from equivision.renderers.jobrunner import ProgressTimeline, TaskFn, WorkerSetup, run_tasks
 from equivision.renderers.jobs import (
     ShardStatuses,
@@ -53,6 +54,7 @@ class RenderConfig:
     denoise: str = "auto"  # auto (on for llvm/cuda when a denoiser is available) | on | off
     denoiser: str = "auto"  # renderers/denoisers.py: auto (the renderer's device) | oidn | oidn-cuda | optix
     variant: str = "auto"
+    freeze: str = "auto"  # frozen render passes (renderers/frozen.py): auto (CUDA) | on | off
     scene: SceneSettings = field(default_factory=SceneSettings)
     val_fraction: float = 0.2
     max_objects: int | None = None  # per class; None = all
@@ -63,6 +65,7 @@ class RenderConfig:
         d.pop("out")
         if d["denoiser"] == "auto":  # the default: folders rendered before the option resume
             d.pop("denoiser")
+        d.pop("freeze")  # frozen passes give the same bytes (checked as they run)
         return d
 
 
@@ -95,6 +98,7 @@ class ObjectRenderer:
 
         self.cfg, self.variant, self.source = cfg, variant, source
         self.denoiser = make_denoiser(denoiser) if denoiser else None
+        self.freeze = FreezeChecks(resolve_freeze(cfg.freeze, variant))  # shared by this process's scenes
         self.use_denoiser = self.denoiser is not None
         self.mi = mi
         self.scene_settings = dataclasses.replace(cfg.scene, aovs=self.use_denoiser)
@@ -121,7 +125,13 @@ class ObjectRenderer:
         try:
             mesh = self.source.load(class_name, object_id)
             scene = IEBenchScene(
-                self.mi, self.scene_settings, mesh.vertices, mesh.faces, mesh.face_colors, envmap=self.envmap
+                self.mi,
+                self.scene_settings,
+                mesh.vertices,
+                mesh.faces,
+                mesh.face_colors,
+                envmap=self.envmap,
+                freeze=self.freeze,
             )
             for i in todo:
                 view = sample_view(cfg.seed, key, i, translation=cfg.translation)
@@ -238,6 +248,8 @@ def run_render(
         raise ValueError(f"unknown tone map {cfg.tonemap!r}; known: {', '.join(TONEMAPS.names())}")
     if cfg.denoise not in ("auto", "on", "off"):
         raise ValueError(f"denoise must be auto, on or off, got {cfg.denoise!r}")
+    if cfg.freeze not in FREEZE_CHOICES:
+        raise ValueError(f"freeze must be one of {', '.join(FREEZE_CHOICES)}, got {cfg.freeze!r}")
     if cfg.denoiser not in DENOISER_CHOICES:
         raise ValueError(f"denoiser must be one of {', '.join(DENOISER_CHOICES)}, got {cfg.denoiser!r}")
     cfg.scene.validate()
@@ -348,6 +360,7 @@ def merge_manifest(
         "renderer": statuses.renderer_entry(
             choice,
             denoiser=denoiser,  # the one this run used (oidn, oidn-cuda, optix), None: not denoised
+            frozen_passes=resolve_freeze(cfg.freeze, choice.variant),  # this run's; same bytes either way
             tonemap=cfg.tonemap,
             effective_spp=effective_spp(mi, cfg.scene.sampler, cfg.scene.spp),
         ),

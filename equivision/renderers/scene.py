@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from equivision.renderers.frozen import FreezeChecks, PassRunner
 from equivision.renderers.sampling import ViewFactors, pose_matrix, pose_vertices, spherical_to_cartesian
 from equivision.utils.stages import StageTimer, stage
 
@@ -137,7 +138,10 @@ class IEBenchScene:
         faces: np.ndarray,
         face_colors: np.ndarray,
         envmap=None,
+        freeze: FreezeChecks | None = None,
     ):
+        """``freeze``: run the render passes frozen while these (shared) checks allow it
+        (renderers/frozen.py); None = trace every pass."""
         settings.validate()
         self.mi, self.s = mi, settings
         self._v0 = np.asarray(vertices, dtype=np.float64)
@@ -201,6 +205,7 @@ class IEBenchScene:
         self.params = mi.traverse(self.scene)
         self.to_sensor = self.scene.sensors()[0].world_transform().inverse()
         self.integrator = self._make_integrator()
+        self.runner = PassRunner(freeze)
 
     def _make_mesh(self, vertices, faces, face_colors):
         mi = self.mi
@@ -296,7 +301,16 @@ class IEBenchScene:
         res = self.s.resolution
         pixels = np.arange(res * res, dtype=np.uint32)
         sums, _, n = sample_pixels(
-            mi, self.scene, [integrator], pixels, spp, seed, self.s.sampler, squares=False, colour=colour
+            mi,
+            self.scene,
+            [integrator],
+            pixels,
+            spp,
+            seed,
+            self.s.sampler,
+            squares=False,
+            colour=colour,
+            runner=self.runner,
         )
         return (sums / n).astype(np.float32).reshape(res, res, -1)
 
@@ -318,6 +332,7 @@ class IEBenchScene:
             self.s.sampler,
             self.s.refine,
             timer=timer,
+            runner=self.runner,
         )
         if not self.s.aovs:
             return RenderOutput(colour)

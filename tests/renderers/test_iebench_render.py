@@ -309,3 +309,33 @@ def test_cli_default_settings_with_the_llvm_variant(tmp_path):
     scene = json.loads((out / "manifest.json").read_text())["settings"]["scene"]
     assert scene["spp"] == 20 and scene["refine"] == [[0.06, 256], [0.12, 48]]
     assert cli_main([*argv, "--refine", "none"]) == 2  # another setting in the same folder is refused
+
+
+def test_freeze_setting_is_checked_recorded_and_not_locked(tmp_path):
+    one = dict(views_per_object=1, source_options={"classes": ["mug"], "objects_per_class": 1})
+    with pytest.raises(ValueError, match="freeze must be one of auto, on, off"):
+        run_render(tiny_config(tmp_path / "bad", freeze="always", **one), progress=False)
+    out = tmp_path / "fz"
+    run_render(tiny_config(out, freeze="on", **one), progress=False)
+    assert json.loads((out / "manifest.json").read_text())["renderer"]["frozen_passes"] is False  # scalar
+    # the same bytes frozen or not: a folder resumes with another --freeze
+    assert "freeze" not in tiny_config(out, freeze="on").content_key()
+    run_render(tiny_config(out, freeze="off", views_per_object=1, source_options=one["source_options"]))
+
+
+def test_frozen_llvm_render_writes_the_traced_bytes(tmp_path):
+    from equivision.renderers.scene import SceneSettings
+    from equivision.renderers.variants import find_libllvm
+
+    if find_libllvm() is None:
+        pytest.skip("the llvm variant needs libLLVM >= 16")
+    scene = SceneSettings(resolution=16, spp=4, sun="directional", refine=((0.2, 8),))
+    kw = dict(views_per_object=4, variant="llvm_ad_rgb", scene=scene, source_options={"classes": ["mug"]})
+    trees = []
+    for freeze in ("off", "on"):
+        out = tmp_path / freeze
+        run_render(tiny_config(out, freeze=freeze, **kw), progress=False)
+        renderer = json.loads((out / "manifest.json").read_text())["renderer"]
+        assert renderer["frozen_passes"] is (freeze == "on")
+        trees.append(tree_bytes(out))
+    assert trees[0] == trees[1] and len(trees[0]) > 16

@@ -1,0 +1,96 @@
+"""Frozen render passes: ``dr.freeze`` records a pass's kernels once and replays them for later
+views, skipping Dr.Jit's tracing and kernel lookup (~4-5 ms per pass whatever its size: what
+bounds one process on a GPU, where the tracing itself takes a few ms).
+
+A replay is only right if everything that changed between views reaches the recording as an
+input. The iebench scene poses its object as an instance (``to_world``), which replays exactly
+on the LLVM backend; rewriting a mesh's vertices does not (stale geometry, NaNs:
+``scripts/device/freeze_check.py``). Replays are therefore checked against the unfrozen pass,
+bit for bit (the passes sum per pixel in a fixed order): the first replay of each kind of pass,
+then every ``check_every``-th replay; a mismatch switches freezing off for the rest of the run
+and the unfrozen result is used. ``FreezeChecks`` carries that state across the scenes of one
+renderer (one per process); ``PassRunner`` holds one scene's frozen functions, one per kind of
+pass (a kind fixes the Python-side constants and the pixel count, hence the kernel sizes).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
+
+FREEZE_CHOICES = ("auto", "on", "off")
+
+
+def resolve_freeze(requested: str, variant: str) -> bool:
+    """``on``: freeze with any JIT variant; ``auto``: with the CUDA variants, where the host-side
+    tracing is the bottleneck (on a CPU it is ~1 % of a 256 px image, less than the checks cost);
+    ``off``: never. The scalar variant has nothing to freeze."""
+    if requested not in FREEZE_CHOICES:
+        raise ValueError(f"freeze must be one of {', '.join(FREEZE_CHOICES)}, got {requested!r}")
+    jit = variant.startswith(("llvm", "cuda"))
+    return jit and (requested == "on" or (requested == "auto" and variant.startswith("cuda")))
+
+
+@dataclass
+class FreezeChecks:
+    """Which replays are checked, and what the checks found (shared by a renderer's scenes)."""
+
+    enabled: bool
+    check_every: int = 32
+    checked: int = 0
+    mismatches: int = 0
+    _seen: set = field(default_factory=set)
+    _replays: int = 0
+
+    def want_check(self, kind: Hashable) -> bool:
+        self._replays += 1
+        first = kind not in self._seen
+        self._seen.add(kind)
+        return first or self._replays % self.check_every == 0
+
+    def report(self, kind: Hashable, same: bool) -> None:
+        self.checked += 1
+        if not same:
+            self.mismatches += 1
+            self.enabled = False
+            warnings.warn(
+                f"a frozen render pass ({kind}) replayed differently from the traced one: "
+                "freezing is switched off for the rest of this run (the traced result is used)",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+
+
+def same_arrays(a, b) -> bool:
+    """Two lists of Dr.Jit arrays are equal element for element (a NaN never equals)."""
+    import drjit as dr
+
+    return len(a) == len(b) and all(bool(dr.all(x == y, axis=None)) for x, y in zip(a, b, strict=True))
+
+
+class PassRunner:
+    """Runs ``fn(*args)`` (a device pass returning a list of Dr.Jit arrays) directly, or when the
+    shared ``checks`` allow it, through a frozen function of this runner for its ``kind``."""
+
+    def __init__(self, checks: FreezeChecks | None):
+        self.checks = checks
+        self._frozen: dict[Hashable, Callable] = {}
+
+    def __call__(self, kind: Hashable, fn: Callable, *args):
+        if self.checks is None or not self.checks.enabled:
+            return fn(*args)
+        import drjit as dr
+
+        frozen = self._frozen.get(kind)
+        if frozen is None:
+            frozen = self._frozen[kind] = dr.freeze(fn)
+        before = frozen.n_recordings
+        out = frozen(*args)
+        if frozen.n_recordings == before and self.checks.want_check(kind):  # a replay to check
+            ref = fn(*args)
+            same = same_arrays(out, ref)
+            self.checks.report(kind, same)
+            if not same:
+                return ref
+        return out
