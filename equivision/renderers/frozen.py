@@ -28,8 +28,9 @@ def resolve_freeze(requested: str, variant: str) -> bool:
     ``off``: never. The scalar variant has nothing to freeze."""
     if requested not in FREEZE_CHOICES:
         raise ValueError(f"freeze must be one of {', '.join(FREEZE_CHOICES)}, got {requested!r}")
-    jit = variant.startswith(("llvm", "cuda"))
-    return jit and (requested == "on" or (requested == "auto" and variant.startswith("cuda")))
+    from equivision.renderers.variants import is_jit
+
+    return is_jit(variant) and (requested == "on" or (requested == "auto" and variant.startswith("cuda")))
 
 
 @dataclass
@@ -40,8 +41,8 @@ class FreezeChecks:
     check_every: int = 32
     checked: int = 0
     mismatches: int = 0
-    _seen: set = field(default_factory=set)
-    _replays: int = 0
+    _seen: set = field(default_factory=set, repr=False)
+    _replays: int = field(default=0, repr=False)
 
     def want_check(self, kind: Hashable) -> bool:
         self._replays += 1
