@@ -119,6 +119,7 @@ class RenderBench:
         choice = choose_variant(args.variant)
         try:
             denoiser = pick_denoiser(args.denoise, args.denoiser, choice.variant)
+            freeze = resolve_freeze(args.freeze, choice.variant)
         except ValueError as e:
             raise UserError(str(e)) from e
         if args.rounds < 1:
@@ -160,7 +161,7 @@ class RenderBench:
                     args.views,
                     noise_views=nv,
                     profile=args.profile,
-                    freeze=resolve_freeze(args.freeze, choice.variant),
+                    freeze=freeze,
                 )
                 results.append(replace(res, round=rnd))
         report = write_report(

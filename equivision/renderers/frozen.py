@@ -30,7 +30,18 @@ def resolve_freeze(requested: str, variant: str) -> bool:
         raise ValueError(f"freeze must be one of {', '.join(FREEZE_CHOICES)}, got {requested!r}")
     from equivision.renderers.variants import is_jit
 
-    return is_jit(variant) and (requested == "on" or (requested == "auto" and variant.startswith("cuda")))
+    wanted = is_jit(variant) and (requested == "on" or (requested == "auto" and variant.startswith("cuda")))
+    if wanted and not has_freeze():
+        if requested == "on":
+            raise ValueError("--freeze on needs Dr.Jit's dr.freeze (Mitsuba >= 3.7); use --freeze off")
+        return False
+    return wanted
+
+
+def has_freeze() -> bool:
+    import drjit as dr
+
+    return hasattr(dr, "freeze")
 
 
 @dataclass

@@ -259,6 +259,7 @@ def run_render(
 
     choice = choose_variant(cfg.variant)
     denoiser = pick_denoiser(cfg.denoise, cfg.denoiser, choice.variant)
+    resolve_freeze(cfg.freeze, choice.variant)  # an impossible --freeze on fails here, not in a worker
     if choice.note:
         print(f"note: {choice.note}")
 

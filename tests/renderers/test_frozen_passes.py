@@ -89,3 +89,13 @@ def test_frozen_renders_are_the_traced_renders(refine):
     # literal input turns out to change, e.g. 26 of the 27 later tier and first passes replayed)
     assert 8 * passes <= checks.checked <= 9 * passes and checks.mismatches == 0 and checks.enabled
     assert not np.array_equal(colours[0], colours[1])  # the views differ
+
+
+def test_without_dr_freeze_auto_traces_and_on_is_an_error(monkeypatch):
+    import equivision.renderers.frozen as fz
+
+    monkeypatch.setattr(fz, "has_freeze", lambda: False)  # an older Dr.Jit
+    assert not fz.resolve_freeze("auto", "cuda_ad_rgb")
+    with pytest.raises(ValueError, match="needs Dr.Jit's dr.freeze"):
+        fz.resolve_freeze("on", "llvm_ad_rgb")
+    assert not fz.resolve_freeze("on", "scalar_rgb")  # nothing to freeze: no error
