@@ -66,7 +66,7 @@ class RenderBench:
             "--freeze",
             default="off",
             choices=list(FREEZE_CHOICES),
-            help="frozen render passes (as render iebench --freeze; auto = with a cuda variant)",
+            help="frozen render passes (as render iebench --freeze; auto = CUDA, or LLVM up to 128 px)",
         )
         p.add_argument(
             "--profile",
@@ -119,7 +119,8 @@ class RenderBench:
         choice = choose_variant(args.variant)
         try:
             denoiser = pick_denoiser(args.denoise, args.denoiser, choice.variant)
-            freeze = resolve_freeze(args.freeze, choice.variant)
+            for r in (int(x) for x in args.res.split(",")):
+                resolve_freeze(args.freeze, choice.variant, r)  # an impossible --freeze on: before rendering
         except ValueError as e:
             raise UserError(str(e)) from e
         if args.rounds < 1:
@@ -161,7 +162,7 @@ class RenderBench:
                     args.views,
                     noise_views=nv,
                     profile=args.profile,
-                    freeze=freeze,
+                    freeze=resolve_freeze(args.freeze, choice.variant, r),
                 )
                 results.append(replace(res, round=rnd))
         report = write_report(

@@ -85,7 +85,7 @@ def register(group: argparse.ArgumentParser) -> None:
         default="auto",
         choices=list(FREEZE_CHOICES),
         help="replay each render pass's recorded kernels instead of tracing it again (checked against "
-        "traced passes as it runs); auto = with a cuda variant",
+        "traced passes as it runs); auto = with a cuda variant, or llvm up to 128 px",
     )
     r.add_argument("--jpeg-quality", type=int, default=95)
     r.add_argument(

@@ -22,15 +22,23 @@ from dataclasses import dataclass, field
 FREEZE_CHOICES = ("auto", "on", "off")
 
 
-def resolve_freeze(requested: str, variant: str) -> bool:
+# on a CPU a pass's tracing (~5 ms) is worth freezing at small images only: 64 px, 20 spp + tiers:
+# 0.101 vs 0.139 s per image; 256 px: within the machine's drift (README, Speed)
+AUTO_LLVM_MAX_RESOLUTION = 128
+
+
+def resolve_freeze(requested: str, variant: str, resolution: int | None = None) -> bool:
     """``on``: freeze with any JIT variant; ``auto``: with the CUDA variants, where the host-side
-    tracing is the bottleneck (on a CPU it is ~1 % of a 256 px image, less than the checks cost);
-    ``off``: never. The scalar variant has nothing to freeze."""
+    tracing is the bottleneck, and with LLVM up to ``AUTO_LLVM_MAX_RESOLUTION`` px (larger CPU
+    renders spend ~1 % of their time tracing, less than the checks cost); ``off``: never. The
+    scalar variant has nothing to freeze."""
     if requested not in FREEZE_CHOICES:
         raise ValueError(f"freeze must be one of {', '.join(FREEZE_CHOICES)}, got {requested!r}")
     from equivision.renderers.variants import is_jit
 
-    wanted = is_jit(variant) and (requested == "on" or (requested == "auto" and variant.startswith("cuda")))
+    small = resolution is not None and resolution <= AUTO_LLVM_MAX_RESOLUTION
+    auto = variant.startswith("cuda") or (variant.startswith("llvm") and small)
+    wanted = is_jit(variant) and (requested == "on" or (requested == "auto" and auto))
     if wanted and not has_freeze():
         if requested == "on":
             raise ValueError("--freeze on needs Dr.Jit's dr.freeze (Mitsuba >= 3.7); use --freeze off")

@@ -98,7 +98,8 @@ class ObjectRenderer:
 
         self.cfg, self.variant, self.source = cfg, variant, source
         self.denoiser = make_denoiser(denoiser) if denoiser else None
-        self.freeze = FreezeChecks(resolve_freeze(cfg.freeze, variant))  # shared by this process's scenes
+        # frozen passes' checks, shared by this process's scenes
+        self.freeze = FreezeChecks(resolve_freeze(cfg.freeze, variant, cfg.scene.resolution))
         self.use_denoiser = self.denoiser is not None
         self.mi = mi
         self.scene_settings = dataclasses.replace(cfg.scene, aovs=self.use_denoiser)
@@ -259,7 +260,8 @@ def run_render(
 
     choice = choose_variant(cfg.variant)
     denoiser = pick_denoiser(cfg.denoise, cfg.denoiser, choice.variant)
-    resolve_freeze(cfg.freeze, choice.variant)  # an impossible --freeze on fails here, not in a worker
+    # an impossible --freeze on fails here, not in a worker
+    frozen = resolve_freeze(cfg.freeze, choice.variant, cfg.scene.resolution)
     if choice.note:
         print(f"note: {choice.note}")
 
@@ -289,7 +291,7 @@ def run_render(
         finished = len(results) == len(mine)
         _write_status(out, shard, num_shards, choice.variant, results, finished, time.perf_counter() - t0)
     seconds = time.perf_counter() - t0
-    manifest = merge_manifest(out, cfg, planned, source, num_shards, choice, denoiser)
+    manifest = merge_manifest(out, cfg, planned, source, num_shards, choice, denoiser, frozen)
     return JobSummary(
         str(out),
         choice.variant,
@@ -321,7 +323,14 @@ def _write_status(out, shard, num_shards, variant, results, finished, seconds) -
 
 
 def merge_manifest(
-    out: Path, cfg: RenderConfig, planned, source, num_shards: int, choice, denoiser: str | None
+    out: Path,
+    cfg: RenderConfig,
+    planned,
+    source,
+    num_shards: int,
+    choice,
+    denoiser: str | None,
+    frozen: bool,
 ) -> dict:
     """Write manifest.json from every shard's status; when all shards are finished, also the split files."""
     import mitsuba as mi
@@ -361,7 +370,7 @@ def merge_manifest(
         "renderer": statuses.renderer_entry(
             choice,
             denoiser=denoiser,  # the one this run used (oidn, oidn-cuda, optix), None: not denoised
-            frozen_passes=resolve_freeze(cfg.freeze, choice.variant),  # this run's; same bytes either way
+            frozen_passes=frozen,  # this run's (the same bytes either way)
             tonemap=cfg.tonemap,
             effective_spp=effective_spp(mi, cfg.scene.sampler, cfg.scene.spp),
         ),

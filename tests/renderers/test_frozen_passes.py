@@ -20,6 +20,9 @@ def _llvm():
 
 def test_resolve_freeze():
     assert resolve_freeze("auto", "cuda_ad_rgb") and not resolve_freeze("auto", "llvm_ad_rgb")
+    assert resolve_freeze("auto", "cuda_ad_rgb", 1024)  # on a GPU whatever the size
+    assert resolve_freeze("auto", "llvm_ad_rgb", 64) and resolve_freeze("auto", "llvm_ad_rgb", 128)
+    assert not resolve_freeze("auto", "llvm_ad_rgb", 256)  # on a CPU only small images pay
     assert resolve_freeze("on", "llvm_ad_rgb") and resolve_freeze("on", "cuda_ad_rgb")
     assert not resolve_freeze("on", "scalar_rgb")  # nothing to freeze without a JIT variant
     assert not resolve_freeze("off", "cuda_ad_rgb")
