@@ -1,6 +1,6 @@
 """Frozen render passes: ``dr.freeze`` records a pass's kernels once and replays them for later
 views, skipping Dr.Jit's tracing and kernel lookup (~4-5 ms per pass whatever its size: what
-bounds one process on a GPU, where the tracing itself takes a few ms).
+bounds one process on a GPU, where the rays themselves take a few ms).
 
 A replay is only right if everything that changed between views reaches the recording as an
 input. The iebench scene poses its object as an instance (``to_world``), which replays exactly
