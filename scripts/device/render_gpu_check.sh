@@ -34,6 +34,12 @@ environment
 
 stage bench_cycles_level 100 "${EV[@]}" bench render --variant "$VARIANT" --res "$RES" "${CYCLES_LEVEL[@]}" \
   --freeze auto --views "$BENCH_VIEWS" --noise-views "$NOISE_VIEWS" --profile --out "$OUT/bench_cycles_level.json"
+if ! grep -q "^bench_cycles_level rc=0 " "$OUT/summary.txt"; then
+  # the GPU denoiser could not run here (e.g. no OptiX denoiser in the driver): measure without one
+  CYCLES_LEVEL=(--spp 20 --refine 0.06:256,0.12:48 --denoise off)
+  stage bench_cycles_level_no_denoiser 100 "${EV[@]}" bench render --variant "$VARIANT" --res "$RES" \
+    "${CYCLES_LEVEL[@]}" --freeze auto --views "$BENCH_VIEWS" --profile --out "$OUT/bench_cycles_level_nodn.json"
+fi
 stage bench_cycles_level_traced 100 "${EV[@]}" bench render --variant "$VARIANT" --res "$RES" \
   "${CYCLES_LEVEL[@]}" --freeze off --views "$BENCH_VIEWS" --profile --out "$OUT/bench_cycles_level_traced.json"
 for w in "${WORKER_COUNTS[@]}"; do
