@@ -77,6 +77,8 @@ class ObjectResult:
     skipped: int = 0
     error: str | None = None
     seconds: float = 0.0
+    freeze_checks: int = 0  # frozen replays checked against traced passes while rendering it
+    freeze_mismatches: int = 0
 
 
 def object_dir(out: Path, class_name: str, object_id: str) -> Path:
@@ -115,6 +117,7 @@ class ObjectRenderer:
         out = Path(cfg.out)
         res = ObjectResult(class_name, object_id)
         t0 = time.perf_counter()
+        checked0, mismatches0 = self.freeze.checked, self.freeze.mismatches
         d = object_dir(out, class_name, object_id)
         for stale in d.glob(".*.tmp"):  # left by a killed run: never read, safe to drop
             stale.unlink(missing_ok=True)
@@ -147,6 +150,8 @@ class ObjectRenderer:
         except (MeshLoadError, RuntimeError, ValueError, OSError) as e:
             res.error = f"{type(e).__name__}: {e}"
         res.seconds = time.perf_counter() - t0
+        res.freeze_checks = self.freeze.checked - checked0
+        res.freeze_mismatches = self.freeze.mismatches - mismatches0
         return res
 
 
@@ -181,6 +186,8 @@ class JobSummary:
     complete: bool
     manifest: dict
     steady_rate: float | None = None  # img/s once every worker had written an image (None: too short)
+    freeze_checks: int = 0  # frozen replays checked, and those that differed (renderers/frozen.py)
+    freeze_mismatches: int = 0
 
     def text(self) -> str:
         rate = self.rendered / self.seconds if self.seconds > 0 else 0.0
@@ -192,6 +199,16 @@ class JobSummary:
             f"{len(self.failures)} object(s) failed"
             + (" (listed in manifest.json)" if self.failures else ""),
         ]
+        if self.freeze_checks:
+            lines.append(
+                f"frozen passes: {self.freeze_checks} replays checked against traced passes, "
+                f"{self.freeze_mismatches} differed"
+                + (
+                    " (freezing was switched off; the traced results were kept)"
+                    if self.freeze_mismatches
+                    else ""
+                )
+            )
         if self.complete:
             sp = self.manifest.get("split", {})
             lines.append(
@@ -303,6 +320,8 @@ def run_render(
         manifest["complete"],
         manifest,
         steady_rate=timeline.steady_rate(warm=max(1, min(workers, len(mine)))),
+        freeze_checks=sum(r.freeze_checks for r in results),
+        freeze_mismatches=sum(r.freeze_mismatches for r in results),
     )
 
 

@@ -334,8 +334,11 @@ def test_frozen_llvm_render_writes_the_traced_bytes(tmp_path):
     trees = []
     for freeze in ("off", "on"):
         out = tmp_path / freeze
-        run_render(tiny_config(out, freeze=freeze, **kw), progress=False)
+        summary = run_render(tiny_config(out, freeze=freeze, **kw), progress=False)
         renderer = json.loads((out / "manifest.json").read_text())["renderer"]
         assert renderer["frozen_passes"] is (freeze == "on")
         trees.append(tree_bytes(out))
+        # frozen: each kind of pass's first replay was checked (first pass + one tier)
+        assert (summary.freeze_checks >= 2) is (freeze == "on") and summary.freeze_mismatches == 0
+        assert ("replays checked against traced passes, 0 differed" in summary.text()) is (freeze == "on")
     assert trees[0] == trees[1] and len(trees[0]) > 16
