@@ -6,11 +6,12 @@ A replay is only right if everything that changed between views reaches the reco
 input. The iebench scene poses its object as an instance (``to_world``), which replays exactly
 on the LLVM backend; rewriting a mesh's vertices does not (stale geometry, NaNs:
 ``scripts/device/freeze_check.py``). Replays are therefore checked against the unfrozen pass,
-bit for bit (the passes sum per pixel in a fixed order): the first replay of each kind of pass,
-then every ``check_every``-th replay; a mismatch switches freezing off for the rest of the run
-and the unfrozen result is used. ``FreezeChecks`` carries that state across the scenes of one
-renderer (one per process); ``PassRunner`` holds one scene's frozen functions, one per kind of
-pass (a kind fixes the Python-side constants and the pixel count, hence the kernel sizes).
+bit for bit (the passes sum per pixel in a fixed order): the first replay of each kind of pass
+in a process, then every ``check_every``-th replay; a mismatch (or a frozen call that raises)
+switches freezing off for the rest of the run and the unfrozen result is used. ``FreezeChecks``
+carries that state across the scenes of one renderer (one per process); ``PassRunner`` holds one
+scene's frozen functions, one per kind of pass (a kind fixes the Python-side constants and the
+pixel count, hence the kernel sizes).
 """
 
 from __future__ import annotations
@@ -73,13 +74,20 @@ class FreezeChecks:
         self.checked += 1
         if not same:
             self.mismatches += 1
-            self.enabled = False
-            warnings.warn(
-                f"a frozen render pass ({kind}) replayed differently from the traced one: "
-                "freezing is switched off for the rest of this run (the traced result is used)",
-                RuntimeWarning,
-                stacklevel=3,
-            )
+            self._switch_off(f"a frozen render pass ({kind}) replayed differently from the traced one")
+
+    def failed(self, kind: Hashable, error: Exception) -> None:
+        """A frozen call raised (e.g. an operation the recording cannot replay)."""
+        self.mismatches += 1
+        self._switch_off(f"a frozen render pass ({kind}) failed: {type(error).__name__}: {error}")
+
+    def _switch_off(self, why: str) -> None:
+        self.enabled = False
+        warnings.warn(
+            f"{why}: freezing is switched off for the rest of this run (the traced result is used)",
+            RuntimeWarning,
+            stacklevel=4,
+        )
 
 
 def same_arrays(a, b) -> bool:
@@ -106,7 +114,11 @@ class PassRunner:
         if frozen is None:
             frozen = self._frozen[kind] = dr.freeze(fn)
         before = frozen.n_recordings
-        out = frozen(*args)
+        try:
+            out = frozen(*args)
+        except Exception as e:  # noqa: BLE001 - any failure of the frozen path falls back to tracing
+            self.checks.failed(kind, e)
+            return fn(*args)
         if frozen.n_recordings == before and self.checks.want_check(kind):  # a replay to check
             ref = fn(*args)
             same = same_arrays(out, ref)

@@ -102,3 +102,21 @@ def test_without_dr_freeze_auto_traces_and_on_is_an_error(monkeypatch):
     with pytest.raises(ValueError, match="needs Dr.Jit's dr.freeze"):
         fz.resolve_freeze("on", "llvm_ad_rgb")
     assert not fz.resolve_freeze("on", "scalar_rgb")  # nothing to freeze: no error
+
+
+def test_a_frozen_call_that_raises_falls_back_to_tracing():
+    mi = _llvm()
+    checks = FreezeChecks(True)
+    runner, x = PassRunner(checks), mi.Float([1.0, 2.0])
+    state = {"calls": 0}
+
+    def fragile(x):
+        state["calls"] += 1
+        if state["calls"] == 1:  # the first call is the recording
+            raise RuntimeError("not recordable")
+        return [x + 1]
+
+    # Dr.Jit wraps the error of a failed recording ("error encountered while recording")
+    with pytest.warns(RuntimeWarning, match=r"frozen render pass \(pass\) failed: RuntimeError"):
+        out = runner("pass", fragile, x)
+    assert np.array_equal(out[0], [2, 3]) and checks.mismatches == 1 and not checks.enabled
