@@ -66,7 +66,8 @@ class RenderBench:
             "--freeze",
             default="off",
             choices=list(FREEZE_CHOICES),
-            help="frozen render passes (as render iebench --freeze; auto = CUDA, or LLVM up to 128 px)",
+            help="frozen render passes as render iebench --freeze (auto = CUDA, or LLVM up to 128 px); "
+            "off by default here, so that results compare with the traced measurements before it",
         )
         p.add_argument(
             "--profile",
