@@ -264,16 +264,22 @@ def time_steps(
     warmup: int = 3,
     optimizer_factory: Callable[[Any], torch.optim.Optimizer] | None = None,
     calls: list[BackboneCall] | None = None,
+    compile_backend: str | None = None,
 ) -> tuple[StepTimes, list[BackboneCall]]:
     """Time ``steps`` baseline and full steps (after ``warmup`` untimed ones of each), alternating
     which one goes first every step so that a drift in machine load hits both alike. The full step
     ends with ``method.on_after_step(step, total_steps)`` when the method has it (as in pretraining).
 
     ``method`` must be in train mode on ``runtime.device``; ``optimizer_factory(params)`` defaults
-    to the pretraining default optimiser (Adam, lr 1e-3, weight decay 1e-6).
+    to the pretraining default optimiser (Adam, lr 1e-3, weight decay 1e-6). ``compile_backend``:
+    ``torch.compile`` both the backbone (baseline) and the method (full step) with this backend
+    (as pretraining's ``compile=true``, which uses the default, ``inductor``); they compile during
+    the warm-up, which must then have at least one step.
     """
     if steps < 1 or warmup < 0:
         raise ValueError(f"need steps >= 1 and warmup >= 0, got steps={steps}, warmup={warmup}")
+    if compile_backend is not None and warmup < 1:
+        raise ValueError("a compiled step needs warmup >= 1 (the first call compiles)")
     if optimizer_factory is None:
         optimizer_factory = default_optimizer
     if calls is None:
@@ -282,9 +288,13 @@ def time_steps(
     backbone = method.backbone
     opt_backbone = optimizer_factory(backbone.parameters())
     opt_full = optimizer_factory(method.parameters())
+    run_backbone, run_method = backbone, method
+    if compile_backend is not None:
+        run_backbone = torch.compile(backbone, backend=compile_backend)
+        run_method = torch.compile(method, backend=compile_backend)
 
     def run_baseline() -> list[float]:
-        return _step(lambda: _features_loss(backbone, inputs), opt_backbone, runtime)
+        return _step(lambda: _features_loss(run_backbone, inputs), opt_backbone, runtime)
 
     hook = getattr(method, "on_after_step", None)  # what the pretraining loop calls after each step
     total = warmup + steps
@@ -297,7 +307,7 @@ def time_steps(
 
     def run_full() -> list[float]:
         return _step(
-            lambda: method(batch)["loss"], opt_full, runtime, after_full if hook is not None else None
+            lambda: run_method(batch)["loss"], opt_full, runtime, after_full if hook is not None else None
         )
 
     times = StepTimes()

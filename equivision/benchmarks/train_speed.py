@@ -57,6 +57,14 @@ def _add_step_arguments(p: argparse.ArgumentParser, method_help: str) -> None:
         help="method config override, e.g. --set equi_dims=128 (repeatable)",
     )
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--compile",
+        dest="compile_backend",
+        default=None,
+        metavar="BACKEND",
+        help="torch.compile the backbone and the method with BACKEND (e.g. inductor, as pretraining's "
+        "compile=true); compiled during the warm-up steps",
+    )
 
 
 def _user_error(e: Exception) -> Exception:
@@ -131,6 +139,7 @@ def bench_train(
     overrides: list[str] | tuple[str, ...] = (),
     seed: int = 0,
     model: Any = None,
+    compile_backend: str | None = None,
 ) -> dict[str, Any]:
     """Time the full step of ``method`` against its backbone alone; returns the report (see module
     doc). ``model``: an already built method (on the resolved device) instead of building one."""
@@ -151,7 +160,9 @@ def bench_train(
     backbone = getattr(model.backbone, "name", backbone)
     batch = synthetic_batch(batch_size, views, image_size, runtime, latent_size=latent_size, seed=seed)
     load_before = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
-    times, calls = time_steps(model, batch, runtime, steps=steps, warmup=warmup)
+    times, calls = time_steps(
+        model, batch, runtime, steps=steps, warmup=warmup, compile_backend=compile_backend
+    )
     med = times.medians()
     t_base, t_full = med["baseline"]["total"], med["full"]["total"]
     n_backbone = backbone_images(calls)
@@ -172,6 +183,7 @@ def bench_train(
         "steps": steps,
         "warmup": warmup,
         "overrides": list(overrides),
+        "compile": compile_backend,  # torch.compile backend of both steps, None: eager
         "runtime": {
             "device": str(runtime.device),
             "precision": "bf16" if runtime.bf16 else "fp32",
@@ -271,6 +283,7 @@ def _train_from_args(args: argparse.Namespace, latent_size: int = 7) -> dict[str
             channels_last=args.channels_last,
             overrides=args.overrides,
             seed=args.seed,
+            compile_backend=getattr(args, "compile_backend", None),
         )
     except (ValueError, KeyError) as e:  # bad config value, unknown method/backbone, bad sizes
         raise _user_error(e) from None

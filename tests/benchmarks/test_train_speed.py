@@ -354,3 +354,35 @@ def test_bench_loader_missing_data_exits_2(tmp_path, capsys):
 def test_bench_loader_bad_workers_exits_2(tiny_dataset, tmp_path, capsys):
     assert main(["bench", "loader", "--data", str(tiny_dataset), "--workers", "1,x"]) == 2
     assert "--workers" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_bench_train_compiled_steps(tmp_path, capsys):
+    """--compile BACKEND wraps the backbone and the method in torch.compile (the eager backend
+    here: dynamo captures the graphs without code generation, quick on a CPU)."""
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    overrides, views = _tiny_method_setup("sie")
+    torch.manual_seed(0)
+    model = build_method("sie", build_backbone("resnet18", low_res_stem=True), overrides).train()
+    r = bench_train(
+        "sie",
+        image_size=16,
+        batch_size=4,
+        views=views,
+        steps=1,
+        warmup=1,
+        device="cpu",
+        model=model,
+        compile_backend="eager",
+    )
+    assert r["compile"] == "eager" and r["ssl_overhead"] == r["ssl_overhead"]  # finite, not NaN
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 2  # backbone and method captured
+    with pytest.raises(ValueError, match="warmup >= 1"):
+        bench_train(
+            "sie", image_size=16, batch_size=4, steps=1, warmup=0, device="cpu", compile_backend="eager"
+        )
+    base = ["bench", "train", "--image-size", "16", "--batch-size", "4", "--steps", "1", "--warmup", "0"]
+    assert main([*base, "--compile", "eager", "--out", str(tmp_path / "c.json")]) == 2
+    assert "warmup >= 1" in capsys.readouterr().err
