@@ -248,17 +248,26 @@ class IEBenchScene:
         return self.mi.load_dict(cfg)
 
     def apply_view(self, view: ViewFactors) -> None:
+        """Floor colour, spot pose and colour, and the object's pose of ``view``."""
+        self._set_lighting(view)
+        self.params["object.to_world"] = self._affine(pose_matrix(view))
+        self.params.update()
+
+    def apply_lighting(self, view: ViewFactors) -> None:
+        """``apply_view`` without the object's pose (scripts/device/freeze_check.py)."""
+        self._set_lighting(view)
+        self.params.update()
+
+    def _set_lighting(self, view: ViewFactors) -> None:
         mi, p, T = self.mi, self.params, self._T
         p["floor.bsdf.reflectance.value"] = mi.Color3f(*view.floor_rgb)
         pos = spherical_to_cartesian(SPOT_DISTANCE, view.light_theta, view.light_phi)
         # theta <= pi/4, so the x axis is never parallel to the spot's direction
-        to_world = T().look_at(origin=pos.tolist(), target=[0, 0, 0], up=[1, 0, 0])
-        p["spot.to_world"] = mi.AffineTransform4f(to_world) if hasattr(mi, "AffineTransform4f") else to_world
+        p["spot.to_world"] = self._affine(T().look_at(origin=pos.tolist(), target=[0, 0, 0], up=[1, 0, 0]))
         p["spot.intensity.value"] = mi.Color3f(*[SPOT_INTENSITY * c for c in view.light_rgb])
-        p["object.to_world"] = self._affine(pose_matrix(view))
-        p.update()
 
-    def _affine(self, m: np.ndarray):
+    def _affine(self, m):
+        """A 4x4 matrix or scalar transform as the parameter type of this Mitsuba's transforms."""
         mi = self.mi
         return mi.AffineTransform4f(m) if hasattr(mi, "AffineTransform4f") else mi.Transform4f(m)
 

@@ -79,19 +79,6 @@ RTOL, ATOL = 1e-5, 1e-6
 # ----------------------------------------------------------------------------- scene changes
 
 
-def apply_lighting(sc, view) -> None:
-    """``IEBenchScene.apply_view`` without the object's pose: floor colour, spot pose and colour."""
-    from equivision.renderers.scene import SPOT_DISTANCE, SPOT_INTENSITY, spherical_to_cartesian
-
-    mi, p, T = sc.mi, sc.params, sc._T
-    p["floor.bsdf.reflectance.value"] = mi.Color3f(*view.floor_rgb)
-    pos = spherical_to_cartesian(SPOT_DISTANCE, view.light_theta, view.light_phi)
-    to_world = T().look_at(origin=pos.tolist(), target=[0, 0, 0], up=[1, 0, 0])
-    p["spot.to_world"] = mi.AffineTransform4f(to_world) if hasattr(mi, "AffineTransform4f") else to_world
-    p["spot.intensity.value"] = mi.Color3f(*[SPOT_INTENSITY * c for c in view.light_rgb])
-    p.update()
-
-
 def write_vertices(sc, view) -> None:
     """The posed vertices written into the object's mesh (the instance stays at identity)."""
     key = vertex_key(sc.params)
@@ -100,7 +87,7 @@ def write_vertices(sc, view) -> None:
 
 
 def lighting_and_vertices(sc, view) -> None:
-    apply_lighting(sc, view)
+    sc.apply_lighting(view)
     write_vertices(sc, view)
 
 
@@ -120,7 +107,7 @@ class Mode:
 
 
 MODES: dict[str, Mode] = {
-    "static": Mode(lambda sc, v, v0: apply_lighting(sc, v), lambda sc, v, v0: apply_lighting(sc, v)),
+    "static": Mode(lambda sc, v, v0: sc.apply_lighting(v), lambda sc, v, v0: sc.apply_lighting(v)),
     "rebuild": Mode(
         lambda sc, v, v0: sc.apply_view(same_pose(v, v0)), lambda sc, v, v0: sc.apply_view(same_pose(v, v0))
     ),
@@ -129,7 +116,7 @@ MODES: dict[str, Mode] = {
         lambda sc, v, v0: lighting_and_vertices(sc, v), lambda sc, v, v0: lighting_and_vertices(sc, v)
     ),
     "vertex_input": Mode(
-        lambda sc, v, v0: lighting_and_vertices(sc, v), lambda sc, v, v0: apply_lighting(sc, v), True
+        lambda sc, v, v0: lighting_and_vertices(sc, v), lambda sc, v, v0: sc.apply_lighting(v), True
     ),
 }
 
@@ -143,36 +130,15 @@ def render_pass(mi, scene, seed, inputs):
 
 
 def first_pass(mi, scene, seed, inputs):
-    """``adaptive.sample_pixels(..., squares=True)`` over ``inputs["pixels"]`` (a UInt32), with a
-    UInt32 seed and Dr.Jit outputs (sums then sums of squares, one array per channel): the same
-    steps, kept traceable (sample_pixels takes a Python seed and returns NumPy arrays).
-    :func:`check_first_pass` tests that the two agree bit for bit."""
-    import drjit as dr
+    """The renderer's first pass (``adaptive._device_pass``: sums then sums of squares, one Dr.Jit
+    array per channel) over ``inputs["pixels"]`` (a UInt32) with a UInt32 seed.
+    :func:`check_first_pass` tests that it agrees with ``adaptive.sample_pixels`` bit for bit."""
+    from equivision.renderers.adaptive import _device_pass
 
-    from equivision.renderers.adaptive import _sampler
-
-    sensor = scene.sensors()[0]
-    w, h = (int(x) for x in sensor.film().crop_size())
-    sampler, n = _sampler(mi, inputs["sampler"], inputs["spp"])
-    pixels = inputs["pixels"]
-    p = dr.width(pixels)
-    sampler.set_samples_per_wavefront(n)
-    sampler.seed(seed, p * n)
-    pix = dr.repeat(pixels, n)
-    pos = mi.Vector2f(mi.Float(pix % w), mi.Float(pix // w)) + sampler.next_2d()
-    ray, weight = sensor.sample_ray_differential(0.0, 0.5, mi.Point2f(pos.x / w, pos.y / h), mi.Point2f(0.5))
-    ray.scale_differential(dr.rsqrt(n))
-    channels = []
-    for i, integrator in enumerate(inputs["integrators"]):
-        spec, _, aov = integrator.sample(scene, sampler, ray, None, True)
-        spec = spec * weight
-        channels += [spec.x, spec.y, spec.z] if i == 0 else list(aov)
-    full = dr.zeros(mi.Float, p * n)
-    channels = [full + c for c in channels]
-    dr.eval(channels)
-    out = [dr.block_sum(c, n) for c in channels] + [dr.block_sum(c * c, n) for c in channels]
-    dr.eval(out)
-    return out
+    integrators, pixels = inputs["integrators"], inputs["pixels"]
+    return _device_pass(
+        mi, scene, integrators, pixels, seed, inputs["spp"], inputs["sampler"], True, True, False
+    )
 
 
 def render_inputs(mi, sc):

@@ -1,5 +1,8 @@
 """Tiny render configurations and helpers shared by the renderer tests."""
 
+import numpy as np
+import pytest
+
 from equivision.renderers.iebench import RenderConfig
 from equivision.renderers.scene import SceneSettings
 
@@ -32,3 +35,27 @@ def tree_bytes(root) -> dict:
         if p.is_file() and not rel.startswith(".equivision") and rel != "manifest.json":
             out[rel] = p.read_bytes()
     return out
+
+
+def llvm_mitsuba():
+    """Mitsuba with the llvm_ad_rgb variant set, or skip the test (no libLLVM >= 16)."""
+    from equivision.renderers.variants import choose_variant, find_libllvm
+
+    if find_libllvm() is None:
+        pytest.skip("the llvm variant needs libLLVM >= 16")
+    choose_variant("llvm_ad_rgb")
+    import mitsuba as mi
+
+    return mi
+
+
+def noisy_render(seed: int = 0, size: int = 24):
+    """(colour, albedo, normal) of a two-colour flat image with Gaussian noise: denoiser input."""
+    rng = np.random.default_rng(seed)
+    albedo = np.zeros((size, size, 3), np.float32)
+    albedo[:, size // 2 :] = [0.8, 0.3, 0.2]
+    albedo[:, : size // 2] = [0.2, 0.5, 0.7]
+    normal = np.zeros_like(albedo)
+    normal[..., 2] = 1.0
+    color = (albedo * 0.6 + rng.normal(0, 0.1, albedo.shape)).clip(0).astype(np.float32)
+    return color, albedo, normal

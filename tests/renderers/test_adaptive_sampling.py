@@ -2,20 +2,10 @@
 
 import numpy as np
 import pytest
+from _render_fakes import llvm_mitsuba
 
 from equivision.renderers import adaptive as A
 from equivision.renderers.scene import SceneSettings
-
-
-def _llvm():
-    from equivision.renderers.variants import choose_variant, find_libllvm
-
-    if find_libllvm() is None:
-        pytest.skip("the llvm variant needs libLLVM >= 16")
-    choose_variant("llvm_ad_rgb")
-    import mitsuba as mi
-
-    return mi
 
 
 def _scene(mi, **kw):
@@ -116,7 +106,7 @@ def test_tiers_survive_a_json_round_trip():
 
 
 def test_pixel_loop_reproduces_mitsuba_render():
-    mi = _llvm()
+    mi = llvm_mitsuba()
     scene, _ = _scene(mi)
     ref = np.array(mi.render(scene.scene, integrator=scene.integrator, spp=scene.spp, seed=7))[..., :3]
     w = h = 32
@@ -129,7 +119,7 @@ def test_pixel_loop_reproduces_mitsuba_render():
 
 
 def test_refined_pixels_get_more_samples_and_less_noise():
-    mi = _llvm()
+    mi = llvm_mitsuba()
     scene, view = _scene(mi, spp=4, refine=((0.25, 64),))
     plain, _ = _scene(mi, spp=4)
     a, b = scene.render(view, 1).color, scene.render(view, 2).color
@@ -148,7 +138,7 @@ def test_refined_pixels_get_more_samples_and_less_noise():
 def test_tiers_refine_consecutive_slices_of_the_order():
     """Two tiers: the first 10 % of the pixels in refine_order get 16 more samples, the next 15 %
     9 more (each tier seeded from the one before), the rest none: rebuilt from the parts."""
-    mi = _llvm()
+    mi = llvm_mitsuba()
     scene, view = _scene(mi, spp=4, refine=((0.1, 16), (0.15, 9)))
     got = scene.render(view, 3).color.reshape(-1, 3)
     its = [scene.integrator, scene.aux_integrator]
@@ -169,7 +159,7 @@ def test_tiers_refine_consecutive_slices_of_the_order():
 
 
 def test_adaptive_render_is_deterministic_across_thread_counts():
-    mi = _llvm()
+    mi = llvm_mitsuba()
     import drjit as dr
 
     scene, view = _scene(mi, spp=9, refine=((0.1, 32), (0.1, 8)))
@@ -222,7 +212,7 @@ def test_plain_jit_render_is_bit_identical_from_run_to_run():
     mi.render's film (atomic adds from the threads) two identical 256 px / 20 spp renders of this
     view differed in 10-16 of 196,608 values; the block sums make them equal, and still equal to
     mi.render up to float rounding."""
-    mi = _llvm()
+    mi = llvm_mitsuba()
     import drjit as dr
 
     scene, view = _scene(mi, resolution=256, spp=20, aovs=False)
@@ -235,7 +225,7 @@ def test_plain_jit_render_is_bit_identical_from_run_to_run():
 
 
 def test_first_pass_scores_on_the_device_equal_the_numpy_definitions():
-    mi = _llvm()
+    mi = llvm_mitsuba()
     scene, _ = _scene(mi, spp=9, refine=((0.1, 8),))
     its = [scene.integrator, scene.aux_integrator]
     sums, edge, colour, n = A.first_pass(mi, scene.scene, its, 9, 4, "multijitter")

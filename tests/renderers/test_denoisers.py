@@ -2,19 +2,9 @@
 
 import numpy as np
 import pytest
+from _render_fakes import noisy_render
 
 import equivision.renderers.denoisers as dn
-
-
-def _noisy(seed=0, size=24):
-    rng = np.random.default_rng(seed)
-    albedo = np.zeros((size, size, 3), np.float32)
-    albedo[:, size // 2 :] = [0.8, 0.3, 0.2]
-    albedo[:, : size // 2] = [0.2, 0.5, 0.7]
-    normal = np.zeros_like(albedo)
-    normal[..., 2] = 1.0
-    color = (albedo * 0.6 + rng.normal(0, 0.1, albedo.shape)).clip(0).astype(np.float32)
-    return color, albedo, normal
 
 
 def _pretend(monkeypatch, oidn_cuda: bool):
@@ -57,7 +47,7 @@ def test_torch_path_gives_the_numpy_paths_image():
     """The GPU path hands OIDN torch tensors; on the CPU device it must give the NumPy path's image."""
     pytest.importorskip("pyoidn")
     pytest.importorskip("torch")
-    color, albedo, normal = _noisy()
+    color, albedo, normal = noisy_render()
     ref = dn.make_denoiser("oidn")(color, albedo, normal, True)
     via_torch = dn.OIDNTorch(device="cpu")(color, albedo, normal, True)
     assert via_torch.dtype == np.float32 and via_torch.shape == color.shape

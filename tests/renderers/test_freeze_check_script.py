@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _render_fakes import llvm_mitsuba
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "device" / "freeze_check.py"
@@ -22,17 +23,6 @@ def _script():
         sys.modules["freeze_check"] = mod
         spec.loader.exec_module(mod)
     return sys.modules["freeze_check"]
-
-
-def _llvm():
-    from equivision.renderers.variants import choose_variant, find_libllvm
-
-    if find_libllvm() is None:
-        pytest.skip("the llvm variant needs libLLVM >= 16")
-    choose_variant("llvm_ad_rgb")
-    import mitsuba as mi
-
-    return mi
 
 
 def test_compare_tells_rounding_from_wrong_values():
@@ -81,7 +71,7 @@ def test_unknown_mode_is_a_usage_error():
 
 
 def test_apply_lighting_is_apply_view_without_the_pose():
-    mi = _llvm()
+    mi = llvm_mitsuba()
     fc = _script()
     from equivision.benchmarks.render_speed import load_bench_mesh
     from equivision.renderers.sampling import sample_view
@@ -93,7 +83,7 @@ def test_apply_lighting_is_apply_view_without_the_pose():
     for sc in (full, light):
         sc.apply_view(v0)
     full.apply_view(v1)
-    fc.apply_lighting(light, v1)
+    light.apply_lighting(v1)
     for key in ("floor.bsdf.reflectance.value", "spot.intensity.value"):
         assert np.array_equal(np.array(full.params[key]), np.array(light.params[key])), key
     for key in ("spot.to_world",):
@@ -109,7 +99,7 @@ def test_apply_lighting_is_apply_view_without_the_pose():
 
 
 def test_tiny_llvm_run_reports_every_experiment(tmp_path):
-    _llvm()
+    llvm_mitsuba()
     fc = _script()
     out = tmp_path / "freeze.json"
     views = 4

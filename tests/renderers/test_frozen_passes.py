@@ -3,19 +3,9 @@ caught (and the traced result used), and that frozen renders are the traced rend
 
 import numpy as np
 import pytest
+from _render_fakes import llvm_mitsuba
 
 from equivision.renderers.frozen import FreezeChecks, PassRunner, resolve_freeze
-
-
-def _llvm():
-    from equivision.renderers.variants import choose_variant, find_libllvm
-
-    if find_libllvm() is None:
-        pytest.skip("the llvm variant needs libLLVM >= 16")
-    choose_variant("llvm_ad_rgb")
-    import mitsuba as mi
-
-    return mi
 
 
 def test_resolve_freeze():
@@ -53,7 +43,7 @@ def scaled(x, knob):
 
 
 def test_a_stale_replay_is_caught_and_the_traced_result_used():
-    mi = _llvm()
+    mi = llvm_mitsuba()
     checks = FreezeChecks(True, check_every=1)
     runner, knob, x = PassRunner(checks), Knob(), mi.Float([1.0, 2.0, 3.0])
     assert np.array_equal(runner("pass", scaled, x, knob)[0], [1, 2, 3])  # recorded
@@ -73,7 +63,7 @@ def test_frozen_renders_are_the_traced_renders(refine):
     """Ten views of a posed object (the pose, floor and spot change every view): the frozen
     scene's colour, albedo and normal are bit-identical to a traced scene's, every replay
     checked, none differing."""
-    mi = _llvm()
+    mi = llvm_mitsuba()
     from equivision.benchmarks.render_speed import load_bench_mesh, official_views
     from equivision.renderers.scene import IEBenchScene, SceneSettings
 
@@ -105,7 +95,7 @@ def test_without_dr_freeze_auto_traces_and_on_is_an_error(monkeypatch):
 
 
 def test_a_frozen_call_that_raises_falls_back_to_tracing():
-    mi = _llvm()
+    mi = llvm_mitsuba()
     checks = FreezeChecks(True)
     runner, x = PassRunner(checks), mi.Float([1.0, 2.0])
     state = {"calls": 0}

@@ -1,6 +1,7 @@
 import io
 
 import numpy as np
+from _render_fakes import noisy_render
 from PIL import Image
 
 from equivision.renderers.postprocess import TONEMAPS, encode_jpeg, filmic, srgb, to_uint8
@@ -33,23 +34,12 @@ def test_jpeg_is_true_rgb_order():
     assert to_uint8(np.array([-1.0, 0.5, 2.0])).tolist() == [0, 128, 255]
 
 
-def _noisy_render(seed=0, size=24):
-    rng = np.random.default_rng(seed)
-    albedo = np.zeros((size, size, 3), np.float32)
-    albedo[:, size // 2 :] = [0.8, 0.3, 0.2]
-    albedo[:, : size // 2] = [0.2, 0.5, 0.7]
-    normal = np.zeros_like(albedo)
-    normal[..., 2] = 1.0
-    color = (albedo * 0.6 + rng.normal(0, 0.1, albedo.shape)).clip(0).astype(np.float32)
-    return color, albedo, normal
-
-
 def test_develop_hands_the_render_to_the_denoiser_and_times_both_stages():
     from equivision.renderers.postprocess import develop
     from equivision.renderers.scene import RenderOutput
     from equivision.utils.stages import StageTimer
 
-    color, albedo, normal = _noisy_render()
+    color, albedo, normal = noisy_render()
     timer = StageTimer()
     seen = []
 
