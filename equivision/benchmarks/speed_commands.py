@@ -49,7 +49,9 @@ class RenderBench:
         p.add_argument("--res", default="64,128,256", help="comma-separated resolutions")
         p.add_argument("--spp", type=int, default=32)
         p.add_argument("--aux-spp", type=int, default=16, help="samples per pixel of the albedo/normal pass")
-        p.add_argument("--refine", default="", metavar="F:N[,F:N...]", help="adaptive sampling tiers")
+        p.add_argument(
+            "--refine", default="none", metavar="F:N[,F:N...]", help="adaptive sampling tiers; none = off"
+        )
         p.add_argument("--variant", default="auto")
         p.add_argument("--integrator", default="path", choices=["path", "direct"])
         p.add_argument("--max-depth", type=int, default=5)

@@ -238,7 +238,10 @@ def check_tiers(tiers) -> None:
 
 
 def parse_tiers(text: str) -> tuple[tuple[float, int], ...]:
-    """``"0.07:256,0.1:48"`` -> ((0.07, 256), (0.1, 48)); ``""`` -> () (no adaptive sampling)."""
+    """``"0.07:256,0.1:48"`` -> ((0.07, 256), (0.1, 48)); ``""`` or ``"none"`` -> () (no adaptive
+    sampling)."""
+    if text.strip() == "none":
+        return ()
     tiers = []
     for part in filter(None, (p.strip() for p in text.split(","))):
         fraction, sep, extra = part.partition(":")

@@ -163,8 +163,6 @@ def apply_quality_defaults(args: argparse.Namespace, variant: str) -> None:
     jit = is_jit(variant)
     if args.refine == "auto":
         args.refine = DEFAULT_JIT_REFINE if jit else ""
-    elif args.refine == "none":
-        args.refine = ""
     if args.spp is None:
         args.spp = DEFAULT_JIT_SPP if jit else DEFAULT_SCALAR_SPP
 

@@ -30,14 +30,39 @@ if [ -z "${DRJIT_LIBCUDA_PATH:-}" ]; then
 fi
 EV=("$PY" -m equivision)
 
+BUDGET="${BUDGET:-0}"  # seconds for all stages (0 = no limit): a stage whose limit would overrun it is skipped
+GPU_SAMPLER=""
+gpu_util_start() {  # sample the GPU's utilisation and memory every 200 ms into $OUT/NAME.gpu.csv
+  command -v nvidia-smi >/dev/null 2>&1 || return 0
+  nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader,nounits -lms 200 \
+    >"$OUT/$1.gpu.csv" 2>/dev/null &
+  GPU_SAMPLER=$!
+}
+gpu_util_stop() {  # stop the sampler; print "gpu util mean M% busy B% of N samples" for $OUT/NAME.gpu.csv
+  [ -n "$GPU_SAMPLER" ] || return 0
+  kill "$GPU_SAMPLER" 2>/dev/null
+  wait "$GPU_SAMPLER" 2>/dev/null
+  GPU_SAMPLER=""
+  awk -F', *' '$1 ~ /^[0-9]+$/ {n++; s += $1; if ($1 >= 90) b++}
+    END {if (n) printf " gpu util mean %.0f%% >=90%% in %.0f%% of %d samples", s / n, 100 * b / n, n}' "$OUT/$1.gpu.csv"
+}
+
 stage() {  # stage NAME SECONDS CMD...: run with a time limit, log to $OUT/NAME.log
   local name=$1 limit=$2
   shift 2
+  if [ "$BUDGET" -gt 0 ] && [ $((SECONDS + limit)) -gt "$BUDGET" ]; then
+    echo "$name skipped: ${limit}s would overrun the ${BUDGET}s budget at ${SECONDS}s" | tee -a "$OUT/summary.txt"
+    pack
+    return 0
+  fi
   local t0=$(date +%s)
   echo "== $name (limit ${limit}s)"
+  gpu_util_start "$name"
   timeout "$limit" "$@" >"$OUT/$name.log" 2>&1
   local rc=$?
-  echo "$name rc=$rc $(($(date +%s) - t0))s" | tee -a "$OUT/summary.txt"
+  local util
+  util=$(gpu_util_stop "$name")
+  echo "$name rc=$rc $(($(date +%s) - t0))s$util" | tee -a "$OUT/summary.txt"
   tail -n 4 "$OUT/$name.log"
   pack
 }

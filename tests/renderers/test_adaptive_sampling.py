@@ -86,6 +86,7 @@ def test_parse_tiers():
     assert A.parse_tiers("0.07:256,0.1:48") == ((0.07, 256), (0.1, 48))
     assert A.parse_tiers(" 0.5:8 ") == ((0.5, 8),)
     assert A.parse_tiers("") == ()
+    assert A.parse_tiers("none") == ()  # as render iebench and bench render both spell "off"
     for bad in ("0.1", "0.1:x", "a:8", "0.1:8:2"):
         with pytest.raises(ValueError, match="FRACTION:EXTRA_SPP"):
             A.parse_tiers(bad)

@@ -283,7 +283,7 @@ def test_quality_defaults_follow_the_variant():
     assert resolved("llvm_ad_rgb") == (20, "0.06:256,0.12:48")  # the Cycles-level setting
     assert resolved("cuda_ad_rgb") == (20, "0.06:256,0.12:48")
     assert resolved("scalar_rgb") == (32, "")  # no adaptive sampling without a JIT variant
-    assert resolved("llvm_ad_rgb", refine="none") == (20, "")
+    assert resolved("llvm_ad_rgb", refine="none") == (20, "none")  # parse_tiers("none") == (): off
     assert resolved("llvm_ad_rgb", spp=64, refine="0.1:8") == (64, "0.1:8")  # explicit values are kept
 
 
