@@ -255,6 +255,18 @@ class StepTimes:
     def medians(self) -> dict[str, dict[str, float]]:
         return {"baseline": self._median(self.baseline), "full": self._median(self.full)}
 
+    def paired_overhead(self) -> float:
+        """Median over the step pairs of ``t_full / t_baseline - 1``, each full step against the
+        baseline step run next to it (:func:`time_steps` alternates them). On a machine whose speed
+        drifts by tens of percent within seconds (a shared VM), the ratio of the two medians mixes
+        steps taken at different speeds; adjacent steps share the speed, so their ratios do not."""
+        if not self.full or len(self.full) != len(self.baseline):
+            raise ValueError(
+                "need as many full as baseline steps (at least one), "
+                f"got {len(self.full)} and {len(self.baseline)}"
+            )
+        return statistics.median(sum(f) / sum(b) for f, b in zip(self.full, self.baseline, strict=True)) - 1.0
+
 
 def time_steps(
     method: nn.Module,

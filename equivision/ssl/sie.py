@@ -112,7 +112,10 @@ class SIE(Method):
         lat = batch["latents"]
         c = self.cfg
         rx, ry = self.backbone(x), self.backbone(y)
-        (zx_inv, zx_equi), (zy_inv, zy_equi) = self._project(rx), self._project(ry)
+        # each part's projector on both views at once (BatchNorm per view, as separate calls)
+        k = self.inv_dims
+        zx_inv, zy_inv = self.projector_inv.per_view(rx[:, :k], ry[:, :k])
+        zx_equi, zy_equi = self.projector_equi.per_view(rx[:, k:], ry[:, k:])
         pred = self.predict(zx_equi, lat[:, 0], lat[:, 1])
 
         inv_loss = invariance_loss(zx_inv, zy_inv)

@@ -42,7 +42,7 @@ class SimCLR(Method):
     def forward(self, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         x, y = self.two_views(batch)
         rx, ry = self.backbone(x), self.backbone(y)
-        zx, zy = self.projector(rx), self.projector(ry)
+        zx, zy = self.projector.per_view(rx, ry)  # BatchNorm per view, one matrix product per layer
         loss = info_nce(gather_with_grad(zx), gather_with_grad(zy), self.cfg.temperature)
         return {
             "loss": loss,

@@ -45,7 +45,7 @@ class VICReg(Method):
         x, y = self.two_views(batch)
         # each view goes through the network on its own (BatchNorm statistics per view, as officially)
         rx, ry = self.backbone(x), self.backbone(y)
-        zx, zy = self.projector(rx), self.projector(ry)
+        zx, zy = self.projector.per_view(rx, ry)  # BatchNorm per view, one matrix product per layer
         c = self.cfg
         out = vicreg_loss(zx, zy, sim_coeff=c.sim_coeff, std_coeff=c.std_coeff, cov_coeff=c.cov_coeff)
         stats = {k: v.detach() for k, v in out.items() if k != "loss"}
