@@ -271,19 +271,24 @@ def run_render(
     if cfg.denoiser not in DENOISER_CHOICES:
         raise ValueError(f"denoiser must be one of {', '.join(DENOISER_CHOICES)}, got {cfg.denoiser!r}")
     cfg.scene.validate()
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    lock_settings(out, cfg.content_key())
-
+    if not 0.0 <= cfg.val_fraction < 1.0:  # checked now, not when the split is written after the render
+        raise ValueError(f"val_fraction must be in [0, 1), got {cfg.val_fraction}")
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    # every check that can refuse the input runs before the folder's settings are locked, so a
+    # corrected re-run in the same folder is not refused as "other settings"
     choice = choose_variant(cfg.variant)
     denoiser = pick_denoiser(cfg.denoise, cfg.denoiser, choice.variant)
     # an impossible --freeze on fails here, not in a worker
     frozen = resolve_freeze(cfg.freeze, choice.variant, cfg.scene.resolution)
-    if choice.note:
-        print(f"note: {choice.note}")
-
     source = build_mesh_source(cfg.source, **cfg.source_options)
     planned = plan_objects(source, cfg.max_objects)
+
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    lock_settings(out, cfg.content_key())
+    if choice.note:
+        print(f"note: {choice.note}")
     mine = shard_items(planned, shard, num_shards)
     todo_views = sum(
         sum(not view_done(object_dir(out, c, o), i) for i in range(cfg.views_per_object)) for c, o in mine

@@ -379,10 +379,10 @@ def run_symsol_render(
 
     check_shard(shard, num_shards)
     cfg.validate()
+    choice = choose_variant(cfg.variant)  # refused before the folder and its settings lock exist
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     lock_settings(out, cfg.content_key())
-    choice = choose_variant(cfg.variant)
     if choice.note:
         print(f"note: {choice.note}")
     for split in SPLITS:

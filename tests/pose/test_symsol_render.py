@@ -133,3 +133,10 @@ def test_cli_render_symsol(tmp_path, capsys):
     assert not (tmp_path / "d" / "test" / "rotations.npz").exists()
     assert "dataset complete: 1 train / 0 test" in capsys.readouterr().out
     assert main(["render", "symsol", "--out", str(tmp_path / "e"), "--shapes", "torus"]) == 2
+
+
+def test_unknown_variant_leaves_no_settings_lock(tmp_path):
+    out = tmp_path / "d"
+    with pytest.raises(ValueError, match="no_such_variant"):
+        run_symsol_render(tiny_symsol_config(out, variant="no_such_variant"), progress=False)
+    assert not (out / ".equivision" / "settings.json").exists()

@@ -342,3 +342,30 @@ def test_frozen_llvm_render_writes_the_traced_bytes(tmp_path):
         assert (summary.freeze_checks >= 2) is (freeze == "on") and summary.freeze_mismatches == 0
         assert ("replays checked against traced passes, 0 differed" in summary.text()) is (freeze == "on")
     assert trees[0] == trees[1] and len(trees[0]) > 16
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"variant": "no_such_variant"},
+        {"val_fraction": 1.5},
+        {"source_options": {"classes": ["mug", "no_such_class"]}},
+        {"source": "folder", "source_options": {"root": "/no/such/folder"}},
+    ],
+)
+def test_refused_input_leaves_no_settings_lock(tmp_path, bad):
+    """A run refused for bad input neither renders nor locks the folder: the corrected command
+    then runs there instead of being refused as 'rendered with other settings'."""
+    out = tmp_path / "d"
+    with pytest.raises((ValueError, KeyError, FileNotFoundError)):
+        run_render(tiny_config(out, views_per_object=1, **bad), progress=False)
+    assert not (out / ".equivision" / "settings.json").exists()
+    assert not list(out.rglob("*.jpg"))
+    good = {"source_options": {"classes": ["mug"]}}
+    s = run_render(tiny_config(out, views_per_object=1, **good), progress=False)
+    assert s.complete and s.rendered == 2
+
+
+def test_zero_workers_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="workers must be >= 1, got 0"):
+        run_render(tiny_config(tmp_path / "d", views_per_object=1), workers=0, progress=False)
