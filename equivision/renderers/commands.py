@@ -215,7 +215,7 @@ def cmd_preview(args: argparse.Namespace) -> int:
 
     try:
         path = contact_sheet(args.dir, args.out, objects=args.objects, views=args.views, tile=args.tile)
-    except FileNotFoundError as e:
+    except (FileNotFoundError, ValueError) as e:
         raise UserError(str(e)) from e
     print(f"contact sheet: {path}")
     return 0

@@ -43,6 +43,9 @@ def pick_objects(dirs: list[Path], n: int) -> list[Path]:
 def contact_sheet(
     root: str | Path, out: str | Path | None = None, objects: int = 12, views: int = 8, tile: int = 96
 ) -> Path:
+    for name, value in (("objects", objects), ("views", views), ("tile", tile)):
+        if value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"{root} is not a folder")

@@ -369,3 +369,12 @@ def test_refused_input_leaves_no_settings_lock(tmp_path, bad):
 def test_zero_workers_is_refused(tmp_path):
     with pytest.raises(ValueError, match="workers must be >= 1, got 0"):
         run_render(tiny_config(tmp_path / "d", views_per_object=1), workers=0, progress=False)
+
+
+@pytest.mark.parametrize("option", ["--objects", "--views", "--tile"])
+def test_preview_refuses_counts_below_one(reference_render, tmp_path, capsys, option):
+    out, _ = reference_render
+    rc = cli_main(["render", "preview", str(out), "--out", str(tmp_path / "p.png"), option, "0"])
+    assert rc == 2
+    assert f"{option.lstrip('-')} must be >= 1, got 0" in capsys.readouterr().err
+    assert not (tmp_path / "p.png").exists()
