@@ -20,6 +20,9 @@ def atomic_write(path: str | os.PathLike, writer: Callable[[io.BufferedWriter], 
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        # mkstemp makes the file 0600; give it the mode open() would (0666 less the umask), so a
+        # dataset or run folder is readable by the group / others exactly as the user's umask allows
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             writer(f)
             f.flush()
@@ -32,6 +35,20 @@ def atomic_write(path: str | os.PathLike, writer: Callable[[io.BufferedWriter], 
             pass
         raise
     return path
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it (Linux: /proc); elsewhere set and restored."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
