@@ -98,6 +98,14 @@ def _generate(datasets, features, root: Path, split: str, split_dir, work: Path,
         raise
 
 
+def _empty(datasets, features, split: str):
+    """A split with no objects (e.g. a render with --val-fraction 0, or too few objects per class
+    for a val side): an empty ``Dataset`` with the export's features."""
+    return datasets.Dataset.from_dict(
+        {k: [] for k in features}, features=features, split=datasets.NamedSplit(split)
+    )
+
+
 def export_hf(
     root: str | os.PathLike,
     out: str | os.PathLike,
@@ -120,8 +128,10 @@ def export_hf(
 
     # validate every split before writing anything
     classes = None
+    sizes: dict[str, int] = {}
     for s in splits:
         paths, labels = load_split(root, s, split_dir)
+        sizes[s] = len(paths)
         info = dataset_info(root, paths)
         classes = classes or info.classes
         if len(labels) and (labels.min() < 0 or labels.max() >= len(classes)):
@@ -134,9 +144,16 @@ def export_hf(
     if not progress:
         datasets.disable_progress_bars()
     try:
-        parts = {s: _generate(datasets, features, root, s, split_dir, work, progress) for s in splits}
+        parts = {
+            s: _generate(datasets, features, root, s, split_dir, work, progress)
+            if sizes[s]
+            else _empty(datasets, features, s)  # from_generator refuses a split without rows
+            for s in splits
+        }
         staged = work / "dataset"
-        datasets.DatasetDict(parts).save_to_disk(str(staged))
+        # an empty split needs one explicit shard: with the default (none) it cannot be loaded back
+        empty = {s: 1 for s in splits if not sizes[s]}
+        datasets.DatasetDict(parts).save_to_disk(str(staged), num_shards=empty)
         del parts
         if out.exists():  # overwrite: move the old export aside (removed with work/) first
             os.replace(out, work / "previous")

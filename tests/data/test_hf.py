@@ -62,3 +62,16 @@ def test_export_missing_image_fails_cleanly(small, tmp_path):
 def test_export_rejects_bad_split(small, tmp_path):
     with pytest.raises(DatasetError, match="unknown split"):
         export_hf(small.root, tmp_path / "hf", split="test")
+
+
+def test_export_with_an_empty_split(make_ds, tmp_path, capsys):
+    """A split with no objects (what `render iebench` writes with too few objects for val) is
+    exported as an empty split with the same features, not a datasets traceback."""
+    ds = make_ds(train_per_class=1, val_per_class=0, views=2)
+    np.save(ds.root / "val_images.npy", np.array([], dtype="<U1"))  # as render iebench writes it
+    out = tmp_path / "hf"
+    assert main(["data", "export-hf", str(ds.root), str(out), "--quiet"]) == 0
+    dd = datasets.load_from_disk(str(out))
+    assert len(dd["train"]) == len(ds.train) * ds.views == 4
+    assert len(dd["val"]) == 0
+    assert dd["val"].features == dd["train"].features
