@@ -268,6 +268,21 @@ class StepTimes:
         return statistics.median(sum(f) / sum(b) for f, b in zip(self.full, self.baseline, strict=True)) - 1.0
 
 
+def check_compile_backend(backend: str | None) -> None:
+    """Refuse a ``torch.compile`` backend dynamo does not know (None: eager, always fine) up front,
+    with the known ones named, instead of a dynamo ``InvalidBackend`` traceback at the first step."""
+    if backend is None:
+        return
+    import torch._dynamo
+
+    if backend not in torch._dynamo.list_backends(exclude_tags=()):
+        raise ValueError(
+            f"unknown torch.compile backend {backend!r}; available: "
+            f"{', '.join(torch._dynamo.list_backends())} (and the debug ones of "
+            "torch._dynamo.list_backends(exclude_tags=()), e.g. eager)"
+        )
+
+
 def time_steps(
     method: nn.Module,
     batch: Mapping[str, torch.Tensor],
@@ -290,6 +305,7 @@ def time_steps(
     """
     if steps < 1 or warmup < 0:
         raise ValueError(f"need steps >= 1 and warmup >= 0, got steps={steps}, warmup={warmup}")
+    check_compile_backend(compile_backend)
     if compile_backend is not None and warmup < 1:
         raise ValueError("a compiled step needs warmup >= 1 (the first call compiles)")
     if optimizer_factory is None:

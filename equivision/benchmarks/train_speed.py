@@ -100,6 +100,15 @@ def build_bench_method(
     return model
 
 
+def check_method_settings(method: str, overrides: list[str]) -> None:
+    """Raise (ValueError / KeyError, as :func:`build_bench_method` would) for an unknown method or a
+    bad ``key=value`` override, without building the model."""
+    from equivision.ssl import config as C
+
+    cfg = C.load_config(overrides=[f"method.name={method}", *(f"method.{o}" for o in overrides)])
+    C.method_config(cfg)
+
+
 def environment(runtime: Any) -> dict[str, Any]:
     """Package versions, device, threads (from the pretraining run record), CPU model and load."""
     import torch
@@ -147,11 +156,13 @@ def bench_train(
     doc). ``model``: an already built method (on the resolved device) instead of building one."""
     from equivision.benchmarks.step_timing import (
         backbone_images,
+        check_compile_backend,
         resolve_runtime,
         synthetic_batch,
         time_steps,
     )
 
+    check_compile_backend(compile_backend)
     runtime = resolve_runtime(device, precision, channels_last)
     if runtime.device.type == "cuda":
         import torch
@@ -329,12 +340,15 @@ def bench_loader(
     warmup_batches: int | None = None,
     pin_memory: bool = False,
     seed: int = 0,
+    split_dir: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Images/s the training data pipeline delivers: ``IEBenchDataset`` (train split) in a
     ``DataLoader`` with ``workers`` processes, objects drawn at random with replacement (so any
     number of batches fits a small dataset), ``warmup_batches`` (default ``2·workers + 1``: the
     batches in flight at start) untimed, then ``batches`` timed. Also reports the seconds to the
-    first batch (worker start-up). Raises ``DatasetError`` for a bad dataset folder."""
+    first batch (worker start-up). ``split_dir``: the folder of the split files (default: ``root``;
+    the official 3DIEBench download keeps them in the SIE repository's ``data/``). Raises
+    ``DatasetError`` for a bad dataset folder."""
     import torch
     from torch.utils.data import DataLoader, RandomSampler
 
@@ -345,7 +359,9 @@ def bench_loader(
             f"need batches >= 1, workers >= 0, batch_size >= 1; got {batches}, {workers}, {batch_size}"
         )
     warm = 2 * workers + 1 if warmup_batches is None else int(warmup_batches)
-    ds = IEBenchDataset(root, split="train", views=views, image_size=image_size, seed=seed)
+    ds = IEBenchDataset(
+        root, split="train", views=views, image_size=image_size, seed=seed, split_dir=split_dir
+    )
     g = torch.Generator().manual_seed(seed)
     sampler = RandomSampler(ds, replacement=True, num_samples=batch_size * (warm + batches), generator=g)
     loader = DataLoader(
@@ -375,6 +391,7 @@ def bench_loader(
         "batches_per_s": count / (t1 - t0),
         "dataset": {
             "root": str(root),
+            "split_dir": None if split_dir is None else str(split_dir),
             "train_objects": len(ds),
             "classes": len(ds.classes),
             "views_per_object": ds.views_per_object,
@@ -419,6 +436,11 @@ class LoaderBench:
             default=None,
             help="DataLoader worker counts, comma-separated, each measured (default: min(4, CPUs))",
         )
+        p.add_argument(
+            "--split-dir",
+            default=None,
+            help="folder with {train,val}_{images,labels}.npy (default: DATA; official download: SIE/data)",
+        )
         p.add_argument("--batches", type=int, default=20, help="timed batches per worker count")
         p.add_argument(
             "--warmup-batches",
@@ -431,7 +453,7 @@ class LoaderBench:
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
-        from equivision.benchmarks.step_timing import resolve_runtime
+        from equivision.benchmarks.step_timing import check_compile_backend, resolve_runtime
         from equivision.data.layout import DatasetError
 
         if not Path(args.data).is_dir():
@@ -440,7 +462,10 @@ class LoaderBench:
         _set_threads(args.threads)
         try:
             runtime = resolve_runtime(args.device, args.precision, args.channels_last)
-        except ValueError as e:
+            # the training step's settings are checked before the loader is timed, not after
+            check_method_settings(args.method, args.overrides)
+            check_compile_backend(getattr(args, "compile_backend", None))
+        except (ValueError, KeyError) as e:
             raise _user_error(e) from None
         loaders = []
         for w in workers:
@@ -460,6 +485,7 @@ class LoaderBench:
                         warmup_batches=args.warmup_batches,
                         pin_memory=runtime.device.type == "cuda",
                         seed=args.seed,
+                        split_dir=args.split_dir,
                     )
                 )
             except (DatasetError, ValueError) as e:

@@ -9,6 +9,7 @@ import math
 import statistics
 from dataclasses import dataclass
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -405,3 +406,50 @@ def test_bench_train_compiled_steps(tmp_path, capsys):
     base = ["bench", "train", "--image-size", "16", "--batch-size", "4", "--steps", "1", "--warmup", "0"]
     assert main([*base, "--compile", "eager", "--out", str(tmp_path / "c.json")]) == 2
     assert "warmup >= 1" in capsys.readouterr().err
+
+
+def test_unknown_compile_backend_exits_2_before_any_step(tmp_path, capsys):
+    base = ["bench", "train", "--image-size", "16", "--batch-size", "4", "--steps", "1", "--warmup", "1"]
+    assert main([*base, "--compile", "no_such_backend", "--out", str(tmp_path / "c.json")]) == 2
+    err = capsys.readouterr().err
+    assert "unknown torch.compile backend 'no_such_backend'" in err and "inductor" in err
+    assert not (tmp_path / "c.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--method", "nope"], "nope"),
+        (["--set", "no_such_key=1"], "no_such_key"),
+        (["--compile", "no_such_backend"], "no_such_backend"),
+    ],
+)
+def test_bench_loader_bad_step_settings_exit_2_before_the_loader_runs(
+    tiny_dataset, tmp_path, capsys, argv, message
+):
+    base = ["bench", "loader", "--data", str(tiny_dataset), "--image-size", "16", "--batch-size", "4"]
+    assert main([*base, "--workers", "0", *argv, "--out", str(tmp_path / "l.json")]) == 2
+    captured = capsys.readouterr()
+    assert message in captured.err
+    assert "loader:" not in captured.out  # refused before timing the loader
+    assert not (tmp_path / "l.json").exists()
+
+
+def test_bench_loader_reads_split_files_from_split_dir(tiny_dataset, tmp_path, capsys):
+    """The official download keeps its split files in the SIE repository's data/ folder."""
+    import shutil
+
+    root, splits = tmp_path / "images_only", tmp_path / "SIE_data"
+    shutil.copytree(tiny_dataset, root)
+    splits.mkdir()
+    for f in ("train_images.npy", "train_labels.npy", "val_images.npy", "val_labels.npy"):
+        shutil.move(root / f, splits / f)
+    base = ["bench", "loader", "--data", str(root), "--image-size", "16", "--batch-size", "4"]
+    base += ["--workers", "0", "--batches", "1", "--steps", "1", "--warmup", "0", "--device", "cpu"]
+    base += ["--set", "mlp=32-32", "--low-res-stem"]
+    assert main([*base, "--out", str(tmp_path / "a.json")]) == 2  # no split files under DATA
+    assert "train_images.npy" in capsys.readouterr().err
+    assert main([*base, "--split-dir", str(splits), "--out", str(tmp_path / "b.json")]) == 0
+    r = json.loads((tmp_path / "b.json").read_text())
+    assert r["loaders"][0]["dataset"]["split_dir"] == str(splits)
+    assert r["loaders"][0]["dataset"]["train_objects"] == len(np.load(splits / "train_images.npy"))
