@@ -16,6 +16,22 @@ import sys
 from pathlib import Path
 
 
+def _int_in(low: int, high: int | None = None):
+    """An argparse type: an int in ``[low, high]`` (``high`` None: no upper bound)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < low or (high is not None and value > high):
+            bound = f"in [{low}, {high}]" if high is not None else f">= {low}"
+            raise argparse.ArgumentTypeError(f"expected an integer {bound}, got {text!r}")
+        return value
+
+    return parse
+
+
 def register(group_parser: argparse.ArgumentParser) -> None:
     sub = group_parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
@@ -30,10 +46,15 @@ def register(group_parser: argparse.ArgumentParser) -> None:
 
     e = sub.add_parser("eval", help="evaluate a trained pose run (log-likelihood, spread, errors, plots)")
     e.add_argument("run_dir", type=Path)
-    e.add_argument("--level", type=int, default=None, help="SO(3) grid level (default: the config's)")
+    e.add_argument(
+        "--level",
+        type=_int_in(0, 7),
+        default=None,
+        help="SO(3) grid level, 72 * 8^level rotations (default: the config's)",
+    )
     e.add_argument("--split", default=None, choices=["train", "test"])
-    e.add_argument("--per-shape", type=int, default=None, help="first n images of each shape")
-    e.add_argument("--batch-size", type=int, default=None)
+    e.add_argument("--per-shape", type=_int_in(1), default=None, help="first n images of each shape")
+    e.add_argument("--batch-size", type=_int_in(1), default=None)
     e.add_argument("--device", default="auto")
     e.add_argument("--no-progress", action="store_true")
     e.set_defaults(func=cmd_eval)

@@ -127,3 +127,23 @@ def test_pose_cli(tmp_path, capsys):
     with pytest.raises(UserError, match="nothing to run"):
         args = parser.parse_args(["train"])
         args.func(args)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--level", "-1"], "--level: expected an integer in [0, 7], got '-1'"),
+        (["--level", "8"], "--level: expected an integer in [0, 7], got '8'"),
+        (["--per-shape", "0"], "--per-shape: expected an integer >= 1, got '0'"),
+        (["--batch-size", "0"], "--batch-size: expected an integer >= 1, got '0'"),
+    ],
+)
+def test_pose_eval_refuses_out_of_range_numbers(tmp_path, capsys, argv, message):
+    """Refused by the parser (exit 2, one error line), before a run is loaded: --level -1 used to
+    end in a ValueError traceback, --per-shape 0 silently evaluated every image."""
+    from equivision.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["pose", "eval", str(tmp_path), *argv])
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
