@@ -20,16 +20,27 @@ def _int_in(low: int, high: int | None = None):
     """An argparse type: an int in ``[low, high]`` (``high`` None: no upper bound)."""
 
     def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            value = None
-        if value is None or value < low or (high is not None and value > high):
-            bound = f"in [{low}, {high}]" if high is not None else f">= {low}"
-            raise argparse.ArgumentTypeError(f"expected an integer {bound}, got {text!r}")
-        return value
+        return _check_int(text, low, high)
 
     return parse
+
+
+def _grid_level(text: str) -> int:
+    """An argparse type: an SO(3) grid level the pose head accepts (imported only when given)."""
+    from equivision.ssl.pose.method import MAX_GRID_LEVEL
+
+    return _check_int(text, 0, MAX_GRID_LEVEL)
+
+
+def _check_int(text: str, low: int, high: int | None) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or value < low or (high is not None and value > high):
+        bound = f"in [{low}, {high}]" if high is not None else f">= {low}"
+        raise argparse.ArgumentTypeError(f"expected an integer {bound}, got {text!r}")
+    return value
 
 
 def register(group_parser: argparse.ArgumentParser) -> None:
@@ -48,7 +59,7 @@ def register(group_parser: argparse.ArgumentParser) -> None:
     e.add_argument("run_dir", type=Path)
     e.add_argument(
         "--level",
-        type=_int_in(0, 7),
+        type=_grid_level,
         default=None,
         help="SO(3) grid level, 72 * 8^level rotations (default: the config's)",
     )

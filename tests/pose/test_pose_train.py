@@ -132,8 +132,8 @@ def test_pose_cli(tmp_path, capsys):
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--level", "-1"], "--level: expected an integer in [0, 7], got '-1'"),
-        (["--level", "8"], "--level: expected an integer in [0, 7], got '8'"),
+        (["--level", "-1"], "--level: expected an integer in [0, 6], got '-1'"),
+        (["--level", "7"], "--level: expected an integer in [0, 6], got '7'"),
         (["--per-shape", "0"], "--per-shape: expected an integer >= 1, got '0'"),
         (["--batch-size", "0"], "--batch-size: expected an integer >= 1, got '0'"),
     ],
@@ -147,3 +147,10 @@ def test_pose_eval_refuses_out_of_range_numbers(tmp_path, capsys, argv, message)
         main(["pose", "eval", str(tmp_path), *argv])
     assert exc.value.code == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("level", [-1, 7])
+def test_eval_grid_level_out_of_range_is_a_config_error(level):
+    """Refused when the config is read, not after training when the evaluation builds its grid."""
+    with pytest.raises(ConfigError, match=rf"eval.grid_level={level} must be in \[0, 6\]"):
+        load_pose_config(None, ["data.root=x", f"eval.grid_level={level}"])

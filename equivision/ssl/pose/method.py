@@ -44,6 +44,8 @@ from equivision.ssl.pose.so3 import (
 )
 from equivision.utils.registry import Registry
 
+MAX_GRID_LEVEL = 6  # the finest SO(3) grid a pose head trains or evaluates on: 72 * 8^6 = 18.9M rotations
+
 POSE_METHODS: Registry[type[nn.Module]] = Registry("pose method")
 
 
@@ -110,8 +112,10 @@ class PoseI2S(nn.Module):
         self.cfg = make_pose_config(type(self), cfg)
         c = self.cfg
         for key in ("train_grid_level", "eval_grid_level"):
-            if not 0 <= getattr(c, key) <= 6:
-                raise ValueError(f"{key} must be in [0, 6] (72 * 8^level rotations), got {getattr(c, key)}")
+            if not 0 <= getattr(c, key) <= MAX_GRID_LEVEL:
+                raise ValueError(
+                    f"{key} must be in [0, {MAX_GRID_LEVEL}] (72 * 8^level rotations), got {getattr(c, key)}"
+                )
         if c.lmax < 1:
             raise ValueError(f"lmax must be >= 1, got {c.lmax}")
         self.backbone = backbone

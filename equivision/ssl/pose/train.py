@@ -167,6 +167,7 @@ def load_pose_config(path: str | os.PathLike | None = None, overrides=(), base: 
 
 def validate_pose_config(cfg: DictConfig) -> None:
     from equivision.data.symsol import LABELS, SPLITS
+    from equivision.ssl.pose.method import MAX_GRID_LEVEL
 
     def one_of(key: str, value: Any, allowed) -> None:
         if value not in allowed:
@@ -190,6 +191,11 @@ def validate_pose_config(cfg: DictConfig) -> None:
         v = OmegaConf.select(cfg, key)
         if v is not None and v < 1:
             raise ConfigError(f"{key}={v} must be a positive integer or null")
+    level = cfg.eval.grid_level  # checked now, not after training, when the evaluation builds its grid
+    if level is not None and not 0 <= level <= MAX_GRID_LEVEL:
+        raise ConfigError(
+            f"eval.grid_level={level} must be in [0, {MAX_GRID_LEVEL}] (72 * 8^level rotations) or null"
+        )
     if cfg.optim.lr <= 0 or cfg.optim.weight_decay < 0 or not 0 < cfg.eval.spread_mass <= 1:
         raise ConfigError("need optim.lr > 0, optim.weight_decay >= 0 and 0 < eval.spread_mass <= 1")
     if cfg.device not in ("auto", "cpu", "cuda") and not str(cfg.device).startswith("cuda:"):
