@@ -31,10 +31,11 @@ def lock_settings(out: Path, content_key: dict) -> None:
     if path.exists():
         old = json.loads(path.read_text())
         if old != key:
+            was, now = _flat(old), _flat(key)
             diff = [
-                f"{k}: {old.get(k)!r} -> {key.get(k)!r}"
-                for k in sorted(set(old) | set(key))
-                if old.get(k) != key.get(k)
+                f"{k}: {was.get(k)!r} -> {now.get(k)!r}"
+                for k in sorted(set(was) | set(now))
+                if was.get(k) != now.get(k)
             ]
             raise ValueError(
                 f"{out} was rendered with other settings ({'; '.join(diff)}); "
@@ -42,6 +43,18 @@ def lock_settings(out: Path, content_key: dict) -> None:
             )
     else:
         atomic_write_json(path, key)
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    """Nested settings as dotted keys (``{"scene": {"spp": 4}}`` -> ``{"scene.spp": 4}``), so that a
+    refusal names the one value that differs, not the whole section."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
 
 
 # ---------------------------------------------------------------- shards

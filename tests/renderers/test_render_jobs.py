@@ -71,6 +71,16 @@ def test_settings_lock_refuses_other_settings(tmp_path):
         lock_settings(tmp_path, {"seed": 1, "spp": 4})
 
 
+def test_settings_lock_names_the_nested_value_that_differs(tmp_path):
+    lock_settings(tmp_path, {"scene": {"resolution": 32, "spp": 4}, "seed": 0})
+    with pytest.raises(ValueError) as e:
+        lock_settings(tmp_path, {"scene": {"resolution": 48, "spp": 4}, "seed": 0})
+    msg = str(e.value)
+    assert "(scene.resolution: 32 -> 48)" in msg and "spp" not in msg  # only the value that differs
+    with pytest.raises(ValueError, match=r"scene\.refine: None -> 'x'"):  # a key only one side has
+        lock_settings(tmp_path, {"scene": {"resolution": 32, "spp": 4, "refine": "x"}, "seed": 0})
+
+
 # ---------------------------------------------------------------- status files
 def test_failure_merge_keeps_untried_and_replaces_retried():
     earlier = [
