@@ -71,8 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"equivision: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("equivision: interrupted; re-run the same command to resume", file=sys.stderr)
+    except KeyboardInterrupt as e:  # a stop signal's own message (e.g. where the checkpoint went) wins
+        print(f"equivision: {str(e) or 'interrupted; re-run the same command to resume'}", file=sys.stderr)
         return 130
 
 

@@ -43,6 +43,17 @@ def _floats(s: str) -> tuple[float, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {s!r}") from None
 
 
+def _positive_int(s: str) -> int:
+    """An integer >= 1 (0 would silently mean "the default" where the value is optional)."""
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {s!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {s!r}")
+    return v
+
+
 def register(group_parser: argparse.ArgumentParser) -> None:
     sub = group_parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
@@ -67,7 +78,9 @@ def register(group_parser: argparse.ArgumentParser) -> None:
         "--color-head", choices=("mlp", "linear"), default="mlp", help="mlp: SIE, linear: EquiCaps"
     )
     run.add_argument("--regression-parts", default="full", help="parts for rotation/colour/translation")
-    run.add_argument("--image-size", type=int, help="resize to this size (default: the record's input_size)")
+    run.add_argument(
+        "--image-size", type=_positive_int, help="resize to this size (default: the record's input_size)"
+    )
     run.add_argument("--extract-batch-size", type=int, default=256)
     run.add_argument("--workers", type=int, default=4, help="DataLoader workers for feature extraction")
     run.add_argument("--retrieval-splits", default="val", help="splits for PRE/MRR (val, train)")
@@ -150,7 +163,10 @@ def _run(args: argparse.Namespace) -> int:
     if not data_root:
         raise _user_error("--data is required (the checkpoint record names no data.root)")
     image_size = args.image_size or record.get("input_size")
-    device = resolve_device(args.device)
+    try:
+        device = resolve_device(args.device)
+    except ValueError as e:
+        raise _user_error(f"--device: {e}") from None
     notes: list[str] = []
     if record.get("mean") and record.get("std"):
         if not (_close(record["mean"], MEAN) and _close(record["std"], STD)):
@@ -177,6 +193,8 @@ def _run(args: argparse.Namespace) -> int:
         raise _user_error(str(e)) from None
 
     datasets = _datasets(data_root, args.split_dir, image_size)
+    if any(n != "retrieval" for n in names):  # every other probe picks its lr on held-out objects
+        _check_holdout(P, datasets["train"].labels, cfg)
     cache_dir = None if args.no_cache else Path(args.cache_dir) if args.cache_dir else default_cache_dir()
     sha = record["files"]["sha256"]
     arrays = {}
@@ -229,6 +247,14 @@ def _run(args: argparse.Namespace) -> int:
     print(markdown_table(doc))
     print(f"wrote {paths['json']}, {paths['markdown']} and {len(paths['plots'])} plots", file=sys.stderr)
     return 0
+
+
+def _check_holdout(P: Any, labels: Any, cfg: Any) -> None:
+    """Fail before feature extraction when the training split cannot spare held-out objects."""
+    try:
+        P.holdout_split(labels, cfg.holdout_fraction, cfg.seed)
+    except ValueError as e:
+        raise _user_error(str(e)) from None
 
 
 def _close(a: Any, b: Any, tol: float = 1e-4) -> bool:
@@ -477,7 +503,9 @@ def _register_affine_ebv(sub: Any) -> None:
     aff.add_argument("--probe-epochs", type=int, default=100, help="linear probe epochs (backbone)")
     aff.add_argument("--lr-grid", type=_floats, default=(1e-3, 3e-3, 1e-2), help="linear probe lr grid")
     aff.add_argument("--holdout", type=float, default=0.15, help="held-out training fraction for the lr")
-    aff.add_argument("--image-size", type=int, help="backbone input size (default: the record's input_size)")
+    aff.add_argument(
+        "--image-size", type=_positive_int, help="backbone input size (default: the record's input_size)"
+    )
     aff.add_argument("--workers", type=int, default=0, help="DataLoader workers for feature extraction")
     aff.add_argument("--cache-dir", help="feature cache folder (default: $EQUIVISION_CACHE or ~/.cache)")
     aff.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
@@ -491,7 +519,9 @@ def _register_affine_ebv(sub: Any) -> None:
     ebv.add_argument("--data", help="3DIEBench-layout dataset root (default: the record's data.root)")
     ebv.add_argument("--split-dir", help="folder with {train,val}_images.npy (default: --data)")
     ebv.add_argument("--basis", help="an EBV basis file to use (default: generate one)")
-    ebv.add_argument("--ebv-dim", type=int, help="basis dimension d (default: the number of classes)")
+    ebv.add_argument(
+        "--ebv-dim", type=_positive_int, help="basis dimension d (default: the number of classes)"
+    )
     ebv.add_argument("--tau", type=float, default=0.002, help="target max |cos| (official 0.002)")
     ebv.add_argument("--ebv-steps", type=int, default=100_000, help="max generation steps (official 100k)")
     ebv.add_argument("--ebv-lr", type=float, default=1e-3, help="generation SGD lr (official 1e-3)")
@@ -501,7 +531,9 @@ def _register_affine_ebv(sub: Any) -> None:
     ebv.add_argument("--lr-grid", type=_floats, default=(3e-4, 1e-3, 3e-3), help="default 3e-4,1e-3,3e-3")
     ebv.add_argument("--wd-grid", type=_floats, default=(0.0,), help="default 0")
     ebv.add_argument("--holdout", type=float, default=0.15, help="fraction of training objects for selection")
-    ebv.add_argument("--image-size", type=int, help="resize to this size (default: the record's input_size)")
+    ebv.add_argument(
+        "--image-size", type=_positive_int, help="resize to this size (default: the record's input_size)"
+    )
     ebv.add_argument("--extract-batch-size", type=int, default=256)
     ebv.add_argument("--workers", type=int, default=4, help="DataLoader workers for feature extraction")
     ebv.add_argument("--cache-dir", help="feature cache folder (default: $EQUIVISION_CACHE or ~/.cache)")

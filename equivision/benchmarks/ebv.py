@@ -378,7 +378,10 @@ def run_from_args(args: Any) -> int:
     if not data_root:
         raise _user_error("--data is required (the checkpoint record names no data.root)")
     image_size = args.image_size or record.get("input_size")
-    device = resolve_device(args.device)
+    try:
+        device = resolve_device(args.device)
+    except ValueError as e:
+        raise _user_error(f"--device: {e}") from None
     notes: list[str] = []
     if (
         record.get("mean")
@@ -426,15 +429,18 @@ def run_from_args(args: Any) -> int:
     else:
         dim = args.ebv_dim or num_classes
         print(f"EBV: generating {num_classes} vectors in {dim} dimensions (tau {args.tau})", file=sys.stderr)
-        basis = generate_ebv(
-            num_classes,
-            dim,
-            args.tau,
-            max_steps=args.ebv_steps,
-            lr=args.ebv_lr,
-            seed=args.seed,
-            progress=True,
-        )
+        try:
+            basis = generate_ebv(
+                num_classes,
+                dim,
+                args.tau,
+                max_steps=args.ebv_steps,
+                lr=args.ebv_lr,
+                seed=args.seed,
+                progress=True,
+            )
+        except ValueError as e:  # --tau outside [0, 1), --ebv-dim < 1
+            raise _user_error(str(e)) from None
     if not basis.meets_threshold:
         notes.append(f"EBV basis: {basis.note}")
     try:

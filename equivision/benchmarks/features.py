@@ -41,10 +41,11 @@ class CheckpointError(ValueError):
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` -> ``cuda`` if available, else ``cpu``; anything else is passed to ``torch.device``."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    """``"auto"`` -> ``cuda`` if available, else ``cpu``; see :func:`equivision.utils.device.resolve_device`
+    (``ValueError`` for an unknown or unavailable device)."""
+    from equivision.utils.device import resolve_device as _resolve
+
+    return _resolve(device)
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

@@ -52,6 +52,7 @@ from torch import nn
 from equivision.data.kitti import box_corners
 from equivision.ssl.lidar.augment import AugmentRanges, sample_similarity
 from equivision.ssl.lidar.pillars import BEVGrid, EncoderSpec, LidarEncoder
+from equivision.utils.device import resolve_device
 from equivision.utils.io import atomic_write_json, atomic_write_text
 from equivision.utils.seeding import rng_for, stable_int
 
@@ -540,11 +541,22 @@ def predict(detector: BEVDetector, dataset, cfg: DetectionConfig, device: torch.
 
 
 def detection_classes(root: str | Path, classes: Sequence[str] | None) -> list[str]:
-    if classes:
-        return list(classes)
+    """``classes`` (checked against the manifest's types, case-insensitively, where there is one), or
+    the manifest's types."""
+    if not Path(root).is_dir():
+        raise ValueError(f"LiDAR data folder {root} does not exist")
     manifest = Path(root) / "manifest.json"
-    if manifest.is_file():
-        return list(json.loads(manifest.read_text())["kitti_types"])
+    known = list(json.loads(manifest.read_text())["kitti_types"]) if manifest.is_file() else None
+    if classes:
+        if known is not None:
+            unknown = [c for c in classes if c.lower() not in {k.lower() for k in known}]
+            if unknown:
+                raise ValueError(
+                    f"--classes: {', '.join(unknown)} not in {manifest} (known: {', '.join(known)})"
+                )
+        return list(classes)
+    if known is not None:
+        return known
     raise ValueError(f"{root} has no manifest.json: name the classes to detect (e.g. Car,Pedestrian,Cyclist)")
 
 
@@ -556,8 +568,7 @@ def run_detection_benchmark(cfg: DetectionConfig) -> dict[str, Any]:
 
     if cfg.min_eval_points < 0:
         raise ValueError(f"min_eval_points must be >= 0, got {cfg.min_eval_points}")
-    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if cfg.device == "auto" else cfg.device))  # fmt: skip
+    device = resolve_device(cfg.device)  # ValueError (one line) for an unknown or absent device
     classes = detection_classes(cfg.data, cfg.classes)
     train_set = LidarFrames(cfg.data, classes, cfg.train_split)
     val_set = LidarFrames(cfg.data, classes, cfg.val_split)

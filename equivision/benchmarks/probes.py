@@ -403,7 +403,11 @@ def holdout_split(labels: torch.Tensor, fraction: float, seed: int) -> tuple[np.
         hold.extend(idx[:k].tolist())
         fit.extend(idx[k:].tolist())
     if not hold or not fit:
-        raise ValueError(f"cannot hold out {fraction:.0%} of {len(labels)} training objects for selection")
+        raise ValueError(
+            f"cannot hold out {fraction:.0%} of {len(labels)} training objects for selection: the "
+            "held-out part needs a class with at least 2 training objects (use a dataset with more "
+            "objects per class)"
+        )
     return np.sort(np.asarray(fit)), np.sort(np.asarray(hold))
 
 

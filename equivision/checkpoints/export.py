@@ -304,8 +304,15 @@ def is_export_dir(path: str | os.PathLike) -> bool:
 def read_export(path: str | os.PathLike) -> tuple[dict[str, Any], Path]:
     """``(record, weights path)`` of an export folder (or its ``config.json`` / weights file)."""
     p = Path(path)
+    if not p.exists():
+        raise ExportError(f"{p} does not exist (expected a folder written by `checkpoints export`)")
     folder = p if p.is_dir() else p.parent
     cfg = folder / CONFIG_NAME
+    if not cfg.is_file() and (folder / "checkpoints" / "backbone.json").is_file():
+        raise ExportError(
+            f"{folder} is a pretraining run folder, not an export folder: run "
+            f"`equivision checkpoints export {folder}` first, then use {folder / 'export'}"
+        )
     try:
         record = json.loads(cfg.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as e:

@@ -399,8 +399,15 @@ class _Trainer:
 
         torch.manual_seed(stable_int(cfg.seed, "pretrain-init", bits=63))
         b = cfg.backbone
-        backbone = build_backbone(b.name, low_res_stem=b.low_res_stem, pretrained=b.pretrained)
-        self.method = build_method(cfg.method.name, backbone, C.method_kwargs(cfg)).to(dev)
+        try:  # an unknown backbone name (KeyError) or method setting (ValueError) is a config error
+            backbone = build_backbone(b.name, low_res_stem=b.low_res_stem, pretrained=b.pretrained)
+        except KeyError as e:
+            raise C.ConfigError(f"backbone.name: {e.args[0] if e.args else e}") from None
+        try:
+            method = build_method(cfg.method.name, backbone, C.method_kwargs(cfg))
+        except (KeyError, ValueError) as e:
+            raise C.ConfigError(f"method: {e.args[0] if e.args else e}") from None
+        self.method = method.to(dev)
         if self.channels_last:
             self.method.to(memory_format=torch.channels_last)
         if ctx.world_size > 1:

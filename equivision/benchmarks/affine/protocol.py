@@ -544,7 +544,10 @@ def run_from_args(args: Any) -> int:
     except ValueError as e:
         raise _user_error(f"affine ranges: {e} (--translation is 'fit' or a fraction in [0, 1))") from None
     models = () if args.models.strip() in ("", "none") else tuple(_csv(args.models))
-    device = resolve_device(args.device)
+    try:
+        device = resolve_device(args.device)
+    except ValueError as e:
+        raise _user_error(f"--device: {e}") from None
     try:
         cfg = AffineProbeConfig(
             models=models,
@@ -592,7 +595,7 @@ def run_from_args(args: Any) -> int:
     try:
         data = D.load_source(args.source, opts)
     except KeyError as e:
-        raise _user_error(f"--source: {str(e).strip(chr(39))}") from None
+        raise _user_error(f"--source: {e.args[0] if e.args else e}") from None
     except D.AffineDataError as e:
         raise _user_error(str(e)) from None
     print(f"affine: {data.name} {data.sizes()}", file=sys.stderr)

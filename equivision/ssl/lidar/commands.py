@@ -89,6 +89,8 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         out = pretrain_lidar(cfg, resume=args.resume)
     except (C.ConfigError, RunError, FileNotFoundError, ValueError) as e:
         raise UserError(str(e)) from None
+    except KeyError as e:  # a registry lookup: unknown backbone, flow estimator, ...
+        raise UserError(str(e.args[0] if e.args else e)) from None
     print(f"equivision: run folder {out}")
     return 0
 
@@ -135,6 +137,8 @@ def cmd_detect(args: argparse.Namespace) -> int:
         results = run_detection_benchmark(cfg)
     except (RunError, FileNotFoundError, ValueError, TypeError) as e:
         raise UserError(str(e)) from None
+    except KeyError as e:  # a registry lookup: unknown backbone in --encoder, ...
+        raise UserError(str(e.args[0] if e.args else e)) from None
     print(results_table(results))
     print(f"results: {Path(args.out) / 'results.json'}")
     return 0

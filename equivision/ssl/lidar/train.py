@@ -45,6 +45,7 @@ from equivision.ssl.run import (
     write_backbone,
     write_report,
 )
+from equivision.utils.device import resolve_device
 from equivision.utils.io import atomic_write_json, atomic_write_text
 from equivision.utils.seeding import stable_int
 
@@ -180,8 +181,7 @@ def pretrain_lidar(
     C.require_complete(cfg)
     name = cfg.run_name or f"lidar-{cfg.method.name}-{cfg.encoder.backbone}-seed{cfg.seed}"
     rd = RunDir(Path(run_dir) if run_dir is not None else Path(cfg.out_dir) / name)
-    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if cfg.device == "auto" else cfg.device))  # fmt: skip
+    device = resolve_device(cfg.device)  # ValueError (one line) for an unknown or absent device
 
     torch.manual_seed(stable_int(cfg.seed, "lidar-pretrain-init", bits=63))
     method = build_method(cfg.method.name, LidarEncoder(encoder_spec(cfg)), C.method_kwargs(cfg)).to(device)

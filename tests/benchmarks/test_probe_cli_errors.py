@@ -1,0 +1,103 @@
+"""`equivision probe run/ebv/affine`: bad input ends with one `equivision: error:` line and exit 2,
+before any feature is extracted where the input can be checked up front."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from test_probe_end_to_end import _make_dataset, _make_run
+
+from equivision.cli import main
+
+
+@pytest.fixture
+def run_and_data(tmp_path):
+    pytest.importorskip("equivision.ssl.run")
+    data, run = tmp_path / "data", tmp_path / "run"
+    _make_dataset(data)
+    _make_run(run, data)
+    return run, data
+
+
+@pytest.fixture
+def no_extraction(monkeypatch):
+    from equivision.benchmarks import features
+
+    def boom(*a, **k):
+        raise AssertionError("features were extracted although the input was bad")
+
+    monkeypatch.setattr(features, "run_encoder", boom)
+
+
+def _error_line(capsys) -> str:
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = [ln for ln in err.splitlines() if ln.startswith("equivision: error:")]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+@pytest.mark.parametrize("command", ["run", "ebv"])
+def test_cuda_device_without_cuda(command, run_and_data, no_extraction, monkeypatch, capsys):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    run, data = run_and_data
+    assert main(["probe", command, "--checkpoint", str(run), "--data", str(data), "--device", "cuda"]) == 2
+    assert "CUDA is not available" in _error_line(capsys)
+
+
+def test_affine_cuda_device_without_cuda(run_and_data, monkeypatch, capsys):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    run, _ = run_and_data
+    assert main(["probe", "affine", "--checkpoint", str(run), "--models", "none", "--device", "cuda"]) == 2
+    assert "CUDA is not available" in _error_line(capsys)
+
+
+def test_one_training_object_per_class_cannot_hold_out(tmp_path, no_extraction, capsys):
+    pytest.importorskip("equivision.ssl.run")
+    data, run = tmp_path / "data", tmp_path / "run"
+    _make_dataset(data, train_per_class=1)
+    _make_run(run, data)
+    assert main(["probe", "run", "--checkpoint", str(run), "--data", str(data), "--device", "cpu"]) == 2
+    assert "cannot hold out 15% of 2 training objects" in _error_line(capsys)
+
+
+def test_retrieval_alone_needs_no_held_out_objects(tmp_path, capsys):
+    pytest.importorskip("equivision.ssl.run")
+    data, run = tmp_path / "data", tmp_path / "run"
+    _make_dataset(data, train_per_class=1)
+    _make_run(run, data)
+    args = ["probe", "run", "--checkpoint", str(run), "--data", str(data), "--device", "cpu",
+            "--probes", "retrieval", "--workers", "0", "--no-cache",
+            "--out", str(tmp_path / "out")]  # fmt: skip
+    assert main(args) == 0
+    assert (tmp_path / "out" / "results.json").is_file()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["probe", "run", "--checkpoint", "x", "--image-size", "0"],
+        ["probe", "ebv", "--checkpoint", "x", "--image-size", "-3"],
+        ["probe", "ebv", "--checkpoint", "x", "--ebv-dim", "0"],
+        ["probe", "affine", "--image-size", "0"],
+    ],
+)
+def test_zero_sizes_are_refused_not_taken_as_the_default(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    assert "expected an integer >= 1" in capsys.readouterr().err
+
+
+def test_ebv_tau_out_of_range(run_and_data, capsys):
+    run, data = run_and_data
+    args = ["probe", "ebv", "--checkpoint", str(run), "--data", str(data), "--device", "cpu", "--tau", "-1",
+            "--workers", "0", "--no-cache"]  # fmt: skip
+    assert main(args) == 2
+    assert "tau must be in [0, 1), got -1.0" in _error_line(capsys)
+
+
+def test_affine_unknown_source_is_named_without_quotes(capsys):
+    assert main(["probe", "affine", "--source", "mnist", "--models", "cnn"]) == 2
+    line = _error_line(capsys)
+    assert line.startswith("equivision: error: --source: unknown affine data source 'mnist'"), line

@@ -1,0 +1,79 @@
+"""`equivision lidar detect/pretrain`: missing folders, unknown classes, absent CUDA and unknown
+registry names end with one `equivision: error:` line and exit 2."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from equivision.benchmarks.lidar_detection import detection_classes
+from equivision.cli import main
+
+
+@pytest.fixture
+def manifest_root(tmp_path):
+    (tmp_path / "manifest.json").write_text(json.dumps({"kitti_types": ["Bench", "Car", "Table"]}))
+    return tmp_path
+
+
+def test_classes_default_to_the_manifest(manifest_root):
+    assert detection_classes(manifest_root, None) == ["Bench", "Car", "Table"]
+
+
+def test_given_classes_match_the_manifest_case_insensitively(manifest_root):
+    assert detection_classes(manifest_root, ["car", "TABLE"]) == ["car", "TABLE"]
+
+
+def test_a_class_missing_from_the_manifest_is_refused(manifest_root):
+    with pytest.raises(ValueError, match=r"--classes: bnch not in .*known: Bench, Car, Table"):
+        detection_classes(manifest_root, ["car", "bnch"])
+
+
+def test_a_missing_data_folder_is_named(tmp_path):
+    with pytest.raises(ValueError, match="LiDAR data folder .*nope does not exist"):
+        detection_classes(tmp_path / "nope", None)
+
+
+def test_without_a_manifest_the_given_classes_are_used(tmp_path):
+    assert detection_classes(tmp_path, ["Car"]) == ["Car"]
+    with pytest.raises(ValueError, match="no manifest.json"):
+        detection_classes(tmp_path, None)
+
+
+def _error_line(capsys) -> str:
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = [ln for ln in err.splitlines() if ln.startswith("equivision: error:")]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def test_detect_cli_missing_folder_and_cuda(tmp_path, manifest_root, monkeypatch, capsys):
+    assert main(["lidar", "detect", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
+    assert "does not exist" in _error_line(capsys)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert main(["lidar", "detect", "--data", str(manifest_root), "--device", "cuda"]) == 2
+    assert "CUDA is not available" in _error_line(capsys)
+
+
+def test_unknown_registry_names_are_one_line_errors(monkeypatch, capsys):
+    from equivision.benchmarks import lidar_detection
+    from equivision.ssl.lidar import train
+
+    msg = "unknown flow estimator 'nope'; known: nearest, truth, zero"
+
+    def unknown(*a, **k):
+        raise KeyError(msg)
+
+    monkeypatch.setattr(train, "pretrain_lidar", unknown)
+    monkeypatch.setattr(lidar_detection, "run_detection_benchmark", unknown)
+    assert main(["lidar", "pretrain", "data.root=x"]) == 2
+    assert (
+        _error_line(capsys) == "equivision: error: unknown flow estimator 'nope'; known: nearest, truth, zero"
+    )
+    assert main(["lidar", "detect", "--data", "x"]) == 2
+    assert (
+        _error_line(capsys) == "equivision: error: unknown flow estimator 'nope'; known: nearest, truth, zero"
+    )

@@ -1,0 +1,59 @@
+"""`equivision pretrain`: a bad backbone or method setting is a one-line error (exit 2, no run folder
+left behind), and a stop signal's own message reaches the user."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from _pretrain_fakes import tiny_overrides, write_tiny_iebench
+
+from equivision.cli import main
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_tiny_iebench(tmp_path_factory.mktemp("iebench") / "data", objects=8, size=16)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("backbone.name=resnet99", "backbone.name: unknown backbone 'resnet99'"),
+        ("method.mlp=abc", "method: bad MLP spec 'abc'"),
+        ("method.equi_dims=600", "method: SIE equi_dims must be in (0, 512)"),
+    ],
+)
+def test_bad_backbone_or_method_setting(override, message, data_root, tmp_path, capsys):
+    args = tiny_overrides(data_root, tmp_path / "runs", method="sie", **{"data.batch_size": 4})
+    assert main(["pretrain", *args, override]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err.strip().splitlines() == [f"equivision: error: {err.split('error: ', 1)[1].strip()}"]
+    assert message in err
+    assert not (tmp_path / "runs" / "run" / "checkpoints" / "last.pt").exists()
+
+
+def test_a_stop_signal_message_is_printed(monkeypatch, capsys):
+    from equivision.ssl import commands
+    from equivision.ssl.train import TrainingInterrupted
+
+    def stopped(args):
+        raise TrainingInterrupted("stopped by SIGTERM after step 3; run again with --resume to continue")
+
+    monkeypatch.setattr(commands, "run", stopped)
+    assert main(["pretrain", "--config", "x.yaml"]) == 130
+    assert capsys.readouterr().err == (
+        "equivision: stopped by SIGTERM after step 3; run again with --resume to continue\n"
+    )
+
+
+def test_a_plain_interrupt_keeps_the_generic_message(monkeypatch, capsys):
+    from equivision.ssl import commands
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(commands, "run", interrupted)
+    assert main(["pretrain", "--config", "x.yaml"]) == 130
+    assert capsys.readouterr().err == "equivision: interrupted; re-run the same command to resume\n"
