@@ -11,7 +11,8 @@
 # and results.md (the table), logs/*.log (one per stage) and timings.txt (seconds per stage).
 # Re-running resumes the render and skips a finished pretraining.
 #
-# Environment (all optional): PYTHON (python3), VARIANT (a Mitsuba variant; default: the first of
+# Environment (all optional): PYTHON (default: the repository's .venv/bin/python if it exists, else
+# python3), VARIANT (a Mitsuba variant; default: the first of
 # cuda_ad_rgb, llvm_ad_rgb, scalar_rgb that casts a ray here), WORKERS (8), DEVICE (auto: cuda if
 # there is one), SEQUENCES, FRAMES, BEAMS, AZIMUTH, PRE_STEPS, PRE_BATCH, DET_STEPS, DET_BATCH,
 # DET_LR, FRACTIONS. Mitsuba must be importable by PYTHON (pip install mitsuba, or PYTHONPATH).
@@ -23,7 +24,9 @@ mkdir -p "$OUT"
 OUT="$(cd "$OUT" && pwd)"
 cd "$ROOT"  # `python -m equivision` works from the repository without installing it
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-PY="${PYTHON:-python3}"
+if [[ -n "${PYTHON:-}" ]]; then PY="$PYTHON"
+elif [[ -x "$ROOT/.venv/bin/python" ]]; then PY="$ROOT/.venv/bin/python"
+else PY=python3; fi
 EQ=("$PY" -m equivision)
 mkdir -p "$OUT/logs"
 : >"$OUT/timings.txt"
