@@ -43,6 +43,15 @@ def _floats(s: str) -> tuple[float, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {s!r}") from None
 
 
+def _float_pair(s: str) -> tuple[float, float]:
+    """Exactly two comma-separated numbers ``lo,hi`` (a range)."""
+    try:
+        lo, hi = (float(p) for p in s.split(","))
+    except ValueError:  # not a number, or not exactly two of them
+        raise argparse.ArgumentTypeError(f"expected two comma-separated numbers lo,hi, got {s!r}") from None
+    return lo, hi
+
+
 def _positive_int(s: str) -> int:
     """An integer >= 1 (0 would silently mean "the default" where the value is optional)."""
     try:
@@ -487,7 +496,7 @@ def _register_affine_ebv(sub: Any) -> None:
     aff.add_argument("--copies", type=int, default=8, help="transformed copies per test digit (affNIST: 32)")
     aff.add_argument("--rotation", type=float, default=20.0, help="max |rotation| in degrees")
     aff.add_argument("--shear", type=float, default=0.2, help="max |shear factor|")
-    aff.add_argument("--scale", type=_floats, default=(0.8, 1.2), help="per-axis scale range lo,hi")
+    aff.add_argument("--scale", type=_float_pair, default=(0.8, 1.2), help="per-axis scale range lo,hi")
     aff.add_argument("--translation", default="fit", help="'fit' (digit stays on canvas) or a fraction")
     aff.add_argument("--lgd-width", type=int, default=16)
     aff.add_argument("--lgd-samples", type=int, default=4, help="group samples per layer (training)")

@@ -101,3 +101,13 @@ def test_affine_unknown_source_is_named_without_quotes(capsys):
     assert main(["probe", "affine", "--source", "mnist", "--models", "cnn"]) == 2
     line = _error_line(capsys)
     assert line.startswith("equivision: error: --source: unknown affine data source 'mnist'"), line
+
+
+@pytest.mark.parametrize("value", ["2", "0.8,1.0,1.2", "0.8,x", ""])
+def test_affine_scale_must_be_a_lo_hi_pair(value, capsys):
+    """The parser refuses a malformed range and says the form it expects."""
+    with pytest.raises(SystemExit) as exc:
+        main(["probe", "affine", "--scale", value, "--models", "none"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument --scale: expected two comma-separated numbers lo,hi, got '{value}'" in err, err
