@@ -204,6 +204,8 @@ def _run(args: argparse.Namespace) -> int:
     datasets = _datasets(data_root, args.split_dir, image_size)
     if any(n != "retrieval" for n in names):  # every other probe picks its lr on held-out objects
         _check_holdout(P, datasets["train"].labels, cfg)
+    loader = _MethodLoader(run_dir, _csv(args.method_features), bool(args.agg_views), "retrieval" in names)
+    _check_method_features(loader, datasets["train"])
     cache_dir = None if args.no_cache else Path(args.cache_dir) if args.cache_dir else default_cache_dir()
     sha = record["files"]["sha256"]
     arrays = {}
@@ -221,7 +223,6 @@ def _run(args: argparse.Namespace) -> int:
     train, val = (P.FeatureSplit.from_arrays(arrays[s]) for s in ("train", "val"))
     parts = P.feature_parts(record, train.dim)
     ctx = P.ProbeContext(train, val, cfg, parts)
-    loader = _MethodLoader(run_dir, _csv(args.method_features), bool(args.agg_views), "retrieval" in names)
     if "retrieval" in names:
         _attach_retrieval(ctx, run_dir, args, data_root, image_size, cache_dir, device, loader)
 
@@ -264,6 +265,25 @@ def _check_holdout(P: Any, labels: Any, cfg: Any) -> None:
         P.holdout_split(labels, cfg.holdout_fraction, cfg.seed)
     except ValueError as e:
         raise _user_error(str(e)) from None
+
+
+def _check_method_features(loader: _MethodLoader, train: Any) -> None:
+    """Fail before feature extraction when ``--method-features`` names an output the run's method
+    does not have (one forward pass on one training image). A run without a loadable method is
+    left to :func:`_method_probes`, which marks those probes skipped."""
+    from equivision.benchmarks.features import CheckpointError
+    from equivision.benchmarks.method_features import MethodFeatureError, check_outputs
+
+    if not loader.keys or not loader.available:
+        return
+    try:
+        method, _ = loader.get()
+    except CheckpointError:
+        return
+    try:
+        check_outputs(method, loader.keys, train[0]["image"][None])
+    except MethodFeatureError as e:
+        raise _user_error(f"--method-features: {e}") from None
 
 
 def _close(a: Any, b: Any, tol: float = 1e-4) -> bool:

@@ -63,6 +63,27 @@ def has_output(method: nn.Module, name: str) -> bool:
     return name != "target_repr" or isinstance(getattr(method, "target_encoder", None), nn.Module)
 
 
+def available_outputs(method: nn.Module, sample: torch.Tensor) -> list[str]:
+    """Every name :func:`method_outputs` accepts for ``method``: the keys of ``method.embed`` on
+    ``sample`` (a small batch of images) and the :data:`EXTRA_OUTPUTS` this method has."""
+    device = next((p.device for p in method.parameters()), torch.device("cpu"))
+    with torch.no_grad():
+        emb = method.embed(sample.to(device))
+    return sorted(set(emb) | {n for n in EXTRA_OUTPUTS.names() if has_output(method, n)})
+
+
+def check_outputs(method: nn.Module, names: Sequence[str], sample: torch.Tensor) -> None:
+    """Raise :class:`MethodFeatureError` naming the valid choices when ``method`` lacks one of
+    ``names`` (one forward pass on ``sample``: cheap, before any extraction)."""
+    valid = available_outputs(method, sample)
+    unknown = [n for n in names if n not in valid]
+    if unknown:
+        raise MethodFeatureError(
+            f"method {type(method).__name__} has no output {', '.join(map(repr, unknown))}; "
+            f"valid: {', '.join(valid)}"
+        )
+
+
 def method_outputs(
     method: nn.Module,
     sha256: str,

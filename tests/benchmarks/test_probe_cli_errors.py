@@ -111,3 +111,14 @@ def test_affine_scale_must_be_a_lo_hi_pair(value, capsys):
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert f"argument --scale: expected two comma-separated numbers lo,hi, got '{value}'" in err, err
+
+
+def test_unknown_method_feature_is_refused_before_extraction(run_and_data, no_extraction, capsys):
+    run, data = run_and_data
+    args = ["probe", "run", "--checkpoint", str(run), "--data", str(data), "--device", "cpu",
+            "--probes", "linear", "--method-features", "emb_inv,emb_nope",
+            "--workers", "0", "--no-cache"]  # fmt: skip
+    assert main(args) == 2
+    line = _error_line(capsys)
+    assert "--method-features: method SIE has no output 'emb_nope'" in line, line
+    assert line.endswith("valid: emb_equi, emb_inv, repr"), line  # SIE has no target_repr

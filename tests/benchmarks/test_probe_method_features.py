@@ -162,6 +162,16 @@ def test_unknown_and_unavailable_outputs(tmp_path):
     assert MF.has_output(tiny_seqjepa(), "target_repr") and not MF.has_output(method, "target_repr")
 
 
+def test_check_outputs_names_the_valid_choices():
+    caps, jepa = tiny_equicaps(), tiny_seqjepa()
+    assert MF.available_outputs(caps, torch.zeros(1, 3, 32, 32)) == ["emb_equi", "emb_inv", "repr"]
+    assert "target_repr" in MF.available_outputs(jepa, torch.zeros(1, 3, 8, 8))
+    MF.check_outputs(jepa, ["repr", "target_repr"], torch.zeros(1, 3, 8, 8))
+    valid = "valid: emb_equi, emb_inv, repr"
+    with pytest.raises(MF.MethodFeatureError, match=rf"no output 'nope', 'x'; {valid}$"):
+        MF.check_outputs(caps, ["emb_inv", "nope", "x"], torch.zeros(1, 3, 32, 32))
+
+
 # ---------------------------------------------------------------------------- summary and scatter
 
 
