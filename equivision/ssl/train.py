@@ -286,6 +286,7 @@ def train(
     """
     cfg = C.as_config(cfg)
     C.require_complete(cfg)
+    _check_data_folders(cfg)
     ctx = DistContext.from_env(cfg.device)
     flags = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark)
     try:
@@ -295,6 +296,17 @@ def train(
         torch.use_deterministic_algorithms(flags[0])  # leave the process's torch flags as found
         torch.backends.cudnn.benchmark = flags[1]
         ctx.close()
+
+
+def _check_data_folders(cfg: DictConfig) -> None:
+    """A missing ``data.root`` / ``data.split_dir`` is reported first: before any verdict on an
+    existing run folder (whose config would differ in ``data.root`` and suggest ``--resume``)."""
+    from equivision.data.layout import MissingFileError
+
+    if not Path(cfg.data.root).is_dir():
+        raise MissingFileError(f"dataset folder {cfg.data.root} does not exist (data.root)")
+    if cfg.data.split_dir is not None and not Path(cfg.data.split_dir).is_dir():
+        raise MissingFileError(f"split folder {cfg.data.split_dir} does not exist (data.split_dir)")
 
 
 # --------------------------------------------------------------------------- the trainer

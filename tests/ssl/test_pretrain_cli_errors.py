@@ -57,3 +57,22 @@ def test_a_plain_interrupt_keeps_the_generic_message(monkeypatch, capsys):
     monkeypatch.setattr(commands, "run", interrupted)
     assert main(["pretrain", "--config", "x.yaml"]) == 130
     assert capsys.readouterr().err == "equivision: interrupted; re-run the same command to resume\n"
+
+
+@pytest.mark.parametrize("key", ["data.root", "data.split_dir"])
+def test_a_missing_data_folder_is_reported_before_an_existing_run_folder(key, data_root, tmp_path, capsys):
+    """The run folder holds a run whose config differs only in the missing folder: the missing folder
+    is what the user must fix, not a --resume suggestion."""
+    from equivision.ssl.config import load_config, to_yaml
+    from equivision.ssl.run import RunDir
+
+    args = tiny_overrides(data_root, tmp_path / "runs", method="sie")
+    rd = RunDir(tmp_path / "runs" / "run").create()
+    rd.config.write_text(to_yaml(load_config(overrides=args)))
+    rd.last.write_bytes(b"an earlier run's checkpoint")
+    missing = tmp_path / "missing" / "folder"
+    assert main(["pretrain", *args, f"{key}={missing}"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines() == [f"equivision: error: {err.split('error: ', 1)[1].strip()}"]
+    assert f"{missing} does not exist ({key})" in err and "--resume" not in err
+    assert rd.last.read_bytes() == b"an earlier run's checkpoint"
