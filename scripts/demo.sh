@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
-# `make demo`: the main job on the embedded default data, on a CPU in about 10-15 minutes:
+# `make demo`: the main job on the embedded default data, on a quiet 2-core CPU in about 6 minutes:
 # render the mini dataset -> check it -> contact sheet -> pretrain SIE and VICReg -> probe both ->
 # print one results table and write the plots. Every step resumes if re-run.
-# Sizes can be changed through the environment (DEMO_OBJECTS, DEMO_VIEWS, DEMO_RES, DEMO_EPOCHS).
+# Sizes can be changed through the environment (DEMO_OBJECTS, DEMO_VIEWS, DEMO_RES, DEMO_EPOCHS,
+# DEMO_BATCH, DEMO_PROBE_EPOCHS). DEMO_BATCH (objects per step, default 64) must not exceed the
+# training objects (the render's last line gives them; 150 by default): a toy run is e.g.
+# DEMO_OBJECTS=2 DEMO_VIEWS=4 DEMO_RES=32 DEMO_EPOCHS=1 DEMO_BATCH=8 DEMO_PROBE_EPOCHS=2.
+# DEMO_RENDER_ONLY=1 stops after the data and its contact sheet; DEMO_DIR is the output folder.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=.venv/bin
@@ -11,6 +15,7 @@ OBJECTS="${DEMO_OBJECTS:-12}"      # per class (15 procedural classes)
 VIEWS="${DEMO_VIEWS:-8}"           # per object
 RES="${DEMO_RES:-64}"
 EPOCHS="${DEMO_EPOCHS:-25}"
+BATCH="${DEMO_BATCH:-64}"          # objects per optimiser step (the recipes' batch)
 PROBE_EPOCHS="${DEMO_PROBE_EPOCHS:-50}"
 DATA="$OUT/data"
 mkdir -p "$OUT"
@@ -36,7 +41,8 @@ for m in sie vicreg; do
     resume=()
     [ -f "$OUT/runs/mini_$m/checkpoints/last.pt" ] && resume=(--resume "$OUT/runs/mini_$m")
     $BIN/equivision pretrain --config "scripts/pretrain/mini/$m.yaml" "${resume[@]}" \
-      data.root="$DATA" data.image_size="$RES" epochs="$EPOCHS" out_dir="$OUT/runs" run_name="mini_$m"
+      data.root="$DATA" data.image_size="$RES" data.batch_size="$BATCH" epochs="$EPOCHS" \
+      out_dir="$OUT/runs" run_name="mini_$m"
   fi
 done
 
