@@ -4,8 +4,9 @@
 # print one results table and write the plots. Every step resumes if re-run.
 # Sizes can be changed through the environment (DEMO_OBJECTS, DEMO_VIEWS, DEMO_RES, DEMO_EPOCHS,
 # DEMO_BATCH, DEMO_PROBE_EPOCHS). DEMO_BATCH (objects per step, default 64) must not exceed the
-# training objects (the render's last line gives them; 150 by default): a toy run is e.g.
-# DEMO_OBJECTS=2 DEMO_VIEWS=4 DEMO_RES=32 DEMO_EPOCHS=1 DEMO_BATCH=8 DEMO_PROBE_EPOCHS=2.
+# training objects (the render's last line gives them; 150 by default), and the probes' held-out
+# learning-rate search needs a class with 2 training objects (DEMO_OBJECTS=2 is too few). A toy run (about 1-2 minutes):
+#   DEMO_OBJECTS=4 DEMO_VIEWS=4 DEMO_RES=32 DEMO_EPOCHS=1 DEMO_BATCH=8 DEMO_PROBE_EPOCHS=2 make demo
 # DEMO_RENDER_ONLY=1 stops after the data and its contact sheet; DEMO_DIR is the output folder.
 set -euo pipefail
 cd "$(dirname "$0")/.."
