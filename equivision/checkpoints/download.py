@@ -117,21 +117,24 @@ def hash_in_name(name: str) -> str | None:
     return m.group(1) if m else None
 
 
-def verify_file(path: str | os.PathLike, sha256: str | None, *, what: str = "") -> str:
+def verify_file(path: str | os.PathLike, sha256: str | None, *, what: str = "", remedy: str = "") -> str:
     """Hash ``path`` and compare with ``sha256`` (and with a hash prefix in the file name); returns
-    the digest. ``sha256=None`` warns (:class:`UnpinnedChecksumWarning`) instead of checking."""
+    the digest. ``sha256=None`` warns (:class:`UnpinnedChecksumWarning`) instead of checking.
+    ``remedy``: what happened to the file and what to do, added to a mismatch message in brackets
+    (the caller knows whether the file was deleted, kept, or is the user's own)."""
     path = Path(path)
     digest = sha256_file(path)
     label = f"{what}: " if what else ""
+    advice = f" ({remedy})" if remedy else ""
     if sha256 is not None and digest != sha256.lower():
         raise HashMismatchError(
             f"{label}{path} has sha256 {digest}, expected {sha256.lower()}; the file is corrupt, "
-            "truncated or not the released one (delete it and download again)"
+            f"truncated or not the released one{advice}"
         )
     prefix = hash_in_name(path.name)
     if prefix is not None and not digest.startswith(prefix):
         raise HashMismatchError(
-            f"{label}{path}: its name says sha256 {prefix}…, the file has {digest[: len(prefix)]}…"
+            f"{label}{path}: its name says sha256 {prefix}…, the file has {digest[: len(prefix)]}…{advice}"
         )
     if sha256 is None and prefix is None:
         warnings.warn(
@@ -163,8 +166,11 @@ def download_url(
     dest = Path(dest)
     offline = is_offline() if offline is None else offline
     if dest.is_file():
+        kept = (
+            "offline mode, so the cached copy was kept, not replaced: run again online to download it afresh"
+        )
         try:
-            verify_file(dest, sha256, what=url)
+            verify_file(dest, sha256, what=url, remedy=kept if offline else "")
             return dest
         except HashMismatchError:
             if offline:
@@ -178,8 +184,12 @@ def download_url(
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
     _transfer(url, part, progress=progress, timeout=timeout)
+    deleted = (
+        "the download was deleted, nothing is kept; try again, and if it repeats, the file at this URL "
+        "has changed since its sha256 was pinned"
+    )
     try:
-        verify_file(part, sha256, what=url)
+        verify_file(part, sha256, what=url, remedy=deleted)
     except HashMismatchError:
         part.unlink(missing_ok=True)
         raise
@@ -313,7 +323,13 @@ def hf_download(
     except OSError as e:  # connection errors surface as requests/httpx OSErrors
         raise NetworkError(f"cannot download {where}: {e}") from None
     if check:
-        verify_file(path, sha256, what=where)
+        blob = Path(path).resolve()
+        verify_file(
+            path,
+            sha256,
+            what=where,
+            remedy=f"it stays in the Hugging Face cache: delete {blob} and download again",
+        )
     return Path(path)
 
 
@@ -341,7 +357,17 @@ def fetch(
         path = Path(file).expanduser()
         if not path.is_file():
             raise DownloadError(f"--file {path}: no such file (a local copy of {record.name})")
-        verify_file(path, record.sha256, what=record.name)
+        again = (
+            f" from {record.source.url}"
+            if record.source.kind == "manual"
+            else ", or leave out --file (file=...) to let equivision download it"
+        )
+        verify_file(
+            path,
+            record.sha256,
+            what=record.name,
+            remedy=f"your copy is left as it is: download it again{again}",
+        )
         return path
     src = record.source
     if src.kind == "manual":

@@ -44,10 +44,12 @@ def test_download_then_cache_reuse_makes_no_request(server, tmp_path):
 def test_hash_mismatch_is_refused_and_nothing_is_kept(server, tmp_path):
     url = server.add("/w/file.pth", DATA)
     dest = tmp_path / "file.pth"
-    with pytest.raises(HashMismatchError, match="expected " + "0" * 64):
+    with pytest.raises(HashMismatchError, match="expected " + "0" * 64) as exc:
         download_url(url, dest, sha256="0" * 64)
     assert not dest.exists()
     assert not dest.with_name("file.pth.part").exists()
+    assert "the download was deleted, nothing is kept" in str(exc.value)  # says what really happened
+    assert "delete it" not in str(exc.value)
 
 
 def test_truncated_transfer_is_not_used_and_the_next_call_resumes_with_range(server, tmp_path):
@@ -106,6 +108,15 @@ def test_offline_mode_uses_the_cache_only(server, tmp_path, monkeypatch):
     assert server.state.requests == []
 
 
+def test_offline_mismatching_cached_copy_is_kept_and_the_message_says_so(server, tmp_path, monkeypatch):
+    url = server.add("/w/file.pth", DATA)
+    monkeypatch.setenv("EQUIVISION_OFFLINE", "1")
+    (tmp_path / "file.pth").write_bytes(b"corrupt")
+    with pytest.raises(HashMismatchError, match="cached copy was kept, not replaced: run again online"):
+        download_url(url, tmp_path / "file.pth", sha256=SHA)
+    assert (tmp_path / "file.pth").read_bytes() == b"corrupt" and server.state.requests == []
+
+
 def test_corrupt_cached_file_is_fetched_again(server, tmp_path):
     url = server.add("/w/file.pth", DATA)
     (tmp_path / "file.pth").write_bytes(b"corrupt")
@@ -155,8 +166,11 @@ def test_fetch_file_override_is_checked_against_the_pinned_hash(tmp_path):
     local = tmp_path / "copy.pth"
     local.write_bytes(DATA)
     assert fetch(_record("http://127.0.0.1:9/never", SHA), file=local) == local
-    with pytest.raises(HashMismatchError):
+    with pytest.raises(
+        HashMismatchError, match="your copy is left as it is: download it again, or leave out"
+    ):
         fetch(_record("http://127.0.0.1:9/never", "1" * 64), file=local)
+    assert local.read_bytes() == DATA  # the user's own file is never deleted
     with pytest.raises(DownloadError, match="no such file"):
         fetch(_record("http://127.0.0.1:9/never", SHA), file=tmp_path / "absent.pth")
 

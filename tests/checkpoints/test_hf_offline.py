@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from equivision.checkpoints.download import OfflineError, hf_cache_dir, hf_download
+from equivision.checkpoints.download import HashMismatchError, OfflineError, hf_cache_dir, hf_download
 
 REV = "0123456789abcdef0123456789abcdef01234567"
 
@@ -39,6 +39,21 @@ def test_hf_download_finds_the_cached_file_offline(isolated_env, monkeypatch):
         hf_download("Hafez/seq-JEPA", "ckpt.pth", revision=REV, sha256=hashlib.sha256(data).hexdigest())
         == path
     )
+
+
+def test_mismatching_cached_file_names_the_blob_to_delete(isolated_env, monkeypatch):
+    """The snapshot entry is a link to a blob (as huggingface_hub writes it): deleting the link alone
+    would not make the next call download again, so the message names the blob."""
+    snap = fill_hf_cache(isolated_env / "hf", "Hafez/seq-JEPA", {})
+    blob = snap.parent.parent / "blobs" / "deadbeef"
+    blob.parent.mkdir()
+    blob.write_bytes(b"corrupt")
+    (snap / "ckpt.pth").symlink_to(blob)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(HashMismatchError) as exc:
+        hf_download("Hafez/seq-JEPA", "ckpt.pth", sha256="0" * 64)
+    assert f"it stays in the Hugging Face cache: delete {blob.resolve()} and download again" in str(exc.value)
+    assert blob.read_bytes() == b"corrupt"
 
 
 def test_missing_file_offline_is_a_clear_error(isolated_env, monkeypatch):
