@@ -100,6 +100,32 @@ def _errors() -> tuple[type[BaseException], ...]:
     return (LoadError, ConversionError, DownloadError, ExportError, KeyError, FileNotFoundError)
 
 
+def _fetch_noting_unpinned(rec: Any, **kwargs: Any) -> Path:
+    """``fetch`` for the CLI: an :class:`UnpinnedChecksumWarning` (a Python warning, with a source
+    line, for library users) is printed once as a plain ``equivision: note:`` line instead."""
+    import warnings
+
+    from equivision.checkpoints.download import UnpinnedChecksumWarning, fetch, sha256_file
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UnpinnedChecksumWarning)
+        path = fetch(rec, **kwargs)
+    notes = [w for w in caught if issubclass(w.category, UnpinnedChecksumWarning)]
+    for w in caught:  # any other warning goes on as it would have
+        if w not in notes:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    if notes:
+        print(f"equivision: note: {notes[0].message}", file=sys.stderr)
+    elif not rec.pinned:  # no warning: the hash in its file name was checked
+        digest = sha256_file(path)
+        print(
+            f"equivision: note: {rec.name}: sha256 {digest} (not yet pinned; it matches the hash in its "
+            "file name)",
+            file=sys.stderr,
+        )
+    return path
+
+
 # --------------------------------------------------------------------------- commands
 
 
@@ -119,19 +145,16 @@ def _list(args: argparse.Namespace) -> int:
 
 def _download(args: argparse.Namespace) -> int:
     """Download a registered checkpoint into its cache (or check --file), verify it, print its path."""
-    from equivision.checkpoints.download import fetch, sha256_file
     from equivision.checkpoints.registry import get
 
     try:
         rec = get(args.name)
-        path = fetch(
+        path = _fetch_noting_unpinned(
             rec, file=args.file, hf_filename=args.hf_file, revision=args.revision,
             cache_dir=args.cache_dir, progress=not args.no_progress,
         )  # fmt: skip
     except _errors() as e:
         raise _user_error(e) from None
-    if not rec.pinned:
-        print(f"{rec.name}: sha256 {sha256_file(path)} (not yet pinned in the registry)", file=sys.stderr)
     print(path)
     return 0
 
@@ -140,7 +163,7 @@ def _convert(args: argparse.Namespace) -> int:
     """Convert an official checkpoint (registered name or file) through its key map into an export
     folder: our backbone's weights as <name>-<sha8>.safetensors, config.json and README.md."""
     from equivision.checkpoints.convert import CONVERTERS, convert_file
-    from equivision.checkpoints.download import fetch, sha256_file
+    from equivision.checkpoints.download import sha256_file
     from equivision.checkpoints.export import write_export
     from equivision.checkpoints.registry import CHECKPOINTS
 
@@ -149,7 +172,9 @@ def _convert(args: argparse.Namespace) -> int:
             rec = CHECKPOINTS.get(args.input)
             if not rec.loadable and not args.converter:
                 raise _user_error(ValueError(f"{rec.name}: no converter for these weights yet"))
-            path = fetch(rec, file=args.file, hf_filename=args.hf_file, revision=args.revision, progress=True)
+            path = _fetch_noting_unpinned(
+                rec, file=args.file, hf_filename=args.hf_file, revision=args.revision, progress=True
+            )
             converted = convert_file(
                 path, args.converter or rec.converter, backbone=(rec.backbone, rec.backbone_kwargs)
             )

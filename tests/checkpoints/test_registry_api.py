@@ -9,6 +9,7 @@ import hashlib
 import importlib
 import json
 import sys
+import warnings
 from pathlib import Path
 
 import _official as O
@@ -183,14 +184,33 @@ def test_cli_list_prints_the_table(capsys):
 
 def test_cli_download_with_file_and_errors(official_files, capsys):
     path = official_files["paths"]["equicaps"]
-    with pytest.warns(UnpinnedChecksumWarning):
+    sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UnpinnedChecksumWarning)  # the CLI prints it, it does not warn
         assert main(["checkpoints", "download", "equicaps_3diebench", "--file", str(path)]) == 0
     out = capsys.readouterr()
-    assert out.out.strip() == str(path) and "not yet pinned" in out.err
+    assert out.out.strip() == str(path)
+    # one plain line: no Python source line, no second line repeating the sha256
+    assert out.err.splitlines() == [
+        f"equivision: note: equicaps_3diebench: {path} used without a sha256 check (not yet pinned); "
+        f"its sha256 is {sha}"
+    ]
     assert main(["checkpoints", "download", "nope"]) == 2
     assert "unknown checkpoint 'nope'" in capsys.readouterr().err
     assert main(["checkpoints", "download", "seqjepa_3diebench_rot"]) == 2
     assert "--hf-file" in capsys.readouterr().err
+
+
+def test_cli_download_of_a_file_named_by_its_hash_notes_the_hash_once(official_files, tmp_path, capsys):
+    data = official_files["paths"]["equicaps"].read_bytes()
+    sha = hashlib.sha256(data).hexdigest()
+    copy = tmp_path / f"EquiCaps-{sha[:8]}.pth"
+    copy.write_bytes(data)
+    assert main(["checkpoints", "download", "equicaps_3diebench", "--file", str(copy)]) == 0
+    assert capsys.readouterr().err.splitlines() == [
+        f"equivision: note: equicaps_3diebench: sha256 {sha} (not yet pinned; it matches the hash in its "
+        "file name)"
+    ]
 
 
 def test_cli_convert_then_push_dry_run(official_files, tmp_path, capsys):
