@@ -223,6 +223,25 @@ def equicaps_loss(
 # --------------------------------------------------------------------------- the method
 
 
+def _feature_map_side(backbone: Backbone, image_size: int) -> int:
+    """Side of ``backbone``'s (spatial) output for one ``image_size`` px image: a no-grad forward
+    of zeros in eval mode; every module's train/eval flag is restored afterwards."""
+    modes = [(m, m.training) for m in backbone.modules()]
+    p = next(backbone.parameters())
+    backbone.eval()
+    try:
+        with torch.no_grad():
+            fmap = backbone(torch.zeros(1, 3, image_size, image_size, device=p.device, dtype=p.dtype))
+    except RuntimeError as e:
+        raise ValueError(
+            f"a {image_size} px image does not pass through backbone {backbone.name!r}: {e}"
+        ) from None
+    finally:
+        for m, training in modes:
+            m.training = training
+    return int(fmap.shape[-1])
+
+
 @METHODS.register("equicaps")
 class EquiCaps(Method):
     """EquiCaps on any backbone that can return its last feature map (``spatial``): the
@@ -258,6 +277,16 @@ class EquiCaps(Method):
             self.repr_dim, c.num_caps, self.pose_kind.side**2, c.map_size, checkpoint=c.activation_checkpoint
         )
         backbone.spatial = True  # last, so that a failed build leaves the caller's backbone unchanged
+
+    def check_image_size(self, image_size: int) -> None:
+        """The routing layer's kernel is the whole feature map: refuse an image size whose map is
+        not ``map_size`` wide, naming the ``map_size`` that would fit."""
+        side = _feature_map_side(self.backbone, image_size)
+        if side != self.cfg.map_size:
+            raise ValueError(
+                f"map_size={self.cfg.map_size} does not fit {image_size} px images: backbone "
+                f"{self.backbone.name!r} gives a {side}x{side} feature map; set map_size={side}"
+            )
 
     @property
     def pose_side(self) -> int:

@@ -61,6 +61,11 @@ class Method(nn.Module):
             raise ValueError(f'batch["images"] must be (B, k>=2, C, H, W), got shape {tuple(images.shape)}')
         return images[:, 0], images[:, 1]
 
+    def check_image_size(self, image_size: int) -> None:
+        """Raise ``ValueError`` if the method cannot take ``image_size`` px images (checked before
+        training starts, so that a recipe run at another size fails as a config error, not at the
+        first step). Default: any size."""
+
     def embed(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 

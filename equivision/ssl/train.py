@@ -417,6 +417,10 @@ class _Trainer:
             raise C.ConfigError(f"backbone.name: {e.args[0] if e.args else e}") from None
         try:
             method = build_method(cfg.method.name, backbone, C.method_kwargs(cfg))
+            size = (
+                d.image_size if d.image_size is not None else int(self.dataset.load_view(0, 0)[0].shape[-1])
+            )
+            method.check_image_size(size)
         except (KeyError, ValueError) as e:
             raise C.ConfigError(f"method: {e.args[0] if e.args else e}") from None
         self.method = method.to(dev)

@@ -210,6 +210,24 @@ def test_bad_configs_are_refused_and_leave_the_backbone_alone():
         m(make_batch(4, size=32, lat_size=10))  # a 1x1 map for a projector built for 2x2
 
 
+def test_an_image_size_that_does_not_give_the_map_size_is_refused_before_any_step():
+    m = tiny()  # map_size 2: 64 px for test_resnet's stride 32
+    m.train()
+    frozen = next(mod for mod in m.backbone.modules() if isinstance(mod, torch.nn.BatchNorm2d))
+    frozen.eval()
+    before = [mod.training for mod in m.modules()]
+    stats = {k: v.clone() for k, v in m.state_dict().items()}
+    m.check_image_size(64)
+    with pytest.raises(
+        ValueError, match=r"map_size=2 does not fit 32 px images.*1x1 feature map; set map_size=1"
+    ):
+        m.check_image_size(32)
+    assert [mod.training for mod in m.modules()] == before  # train/eval flags restored, one by one
+    for k, v in m.state_dict().items():
+        torch.testing.assert_close(v, stats[k], rtol=0, atol=0)  # no BatchNorm statistics moved
+    m(make_batch(4, size=64))  # still trains at the size that fits
+
+
 @pytest.mark.parametrize("pose", ["3x3", "4x4"])
 def test_forward_embed_and_probe_contract(pose):
     m = tiny(pose)
@@ -370,6 +388,18 @@ def test_training_loop_writes_a_pooled_backbone_the_probes_load(tmp_path: Path):
         for backbone in (load_backbone(run)[0], load_backbone_checkpoint(run)[0]):
             assert backbone.spatial is False
             torch.testing.assert_close(backbone.eval()(x), rep)
+
+
+def test_pretrain_at_an_image_size_the_map_size_does_not_fit_is_a_one_line_error(tmp_path: Path, capsys):
+    from equivision.cli import main
+
+    root = write_tiny_iebench(tmp_path / "data", objects=8, size=32)
+    args = _overrides(root, tmp_path / "runs", **{"data.image_size": 64, "data.batch_size": 4})  # map_size 1
+    assert main(["pretrain", *args]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert "map_size=1 does not fit 64 px images" in err and "set map_size=2" in err
+    assert not (tmp_path / "runs" / "run" / "checkpoints" / "last.pt").exists()
 
 
 def _free_port() -> int:
