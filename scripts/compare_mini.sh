@@ -64,7 +64,10 @@ print(r["epochs"], c["data"]["batch_size"], r["input_size"])' "$run/checkpoints/
   fi
   resume=()
   [ -f "$run/checkpoints/last.pt" ] && resume=(--resume "$run")
-  $BIN/equivision pretrain --config "scripts/pretrain/mini/$m.yaml" "${resume[@]}" "${budget[@]}" run_name="mini_$m"
+  own=()  # EquiCaps' routing kernel is the whole feature map: resnet18's stride 32, rounded up
+  [ "$m" = equicaps ] && own=(method.map_size=$(( (RES + 31) / 32 )))
+  $BIN/equivision pretrain --config "scripts/pretrain/mini/$m.yaml" "${resume[@]}" "${budget[@]}" "${own[@]}" \
+    run_name="mini_$m"
 done
 
 for m in "${METHODS[@]}"; do
