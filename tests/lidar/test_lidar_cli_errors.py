@@ -77,3 +77,23 @@ def test_unknown_registry_names_are_one_line_errors(monkeypatch, capsys):
     assert (
         _error_line(capsys) == "equivision: error: unknown flow estimator 'nope'; known: nearest, truth, zero"
     )
+
+
+def test_detect_help_shows_the_defaults_a_run_uses(monkeypatch, capsys):
+    """The options a researcher tunes name, in --help, the value a run without them uses (batch
+    size, lr, seed and device named none)."""
+    import re
+
+    from equivision.ssl.lidar import commands
+
+    seen = {}
+    monkeypatch.setattr(commands, "cmd_detect", lambda args: seen.update(vars(args)) or 0)
+    assert main(["lidar", "detect", "--data", "D"]) == 0
+    with pytest.raises(SystemExit) as stop:
+        main(["lidar", "detect", "--help"])
+    assert stop.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for option in ("batch-size", "lr", "seed", "device", "steps", "fractions"):
+        shown = re.search(rf"--{option} \S+ [^-]*?\(default: ([^)]*)\)", text)
+        assert shown is not None and shown.group(1) == str(seen[option.replace("-", "_")]), option
+    assert "(default: the manifest's)" not in text  # was said twice: in the help and by argparse

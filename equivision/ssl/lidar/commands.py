@@ -34,13 +34,15 @@ def register(group_parser: argparse.ArgumentParser) -> None:
     d.add_argument("--data", required=True, help="rendered LiDAR dataset (with train.txt / val.txt)")
     d.add_argument("--pretrained", default=None, help="run folder of `equivision lidar pretrain`")
     d.add_argument("--encoder", default=None, help="JSON of EncoderSpec fields for scratch-only runs")
-    d.add_argument("--classes", default=None, help="comma-separated KITTI types (default: the manifest's)")
+    d.add_argument(
+        "--classes", default=None, help="comma-separated KITTI types, e.g. Car,Bench; None: the manifest's"
+    )
     d.add_argument("--fractions", default="0.05,0.2,1.0", help="labelled fractions of the training frames")
     d.add_argument(
         "--steps", type=int, default=800, help="optimiser steps per run (the same for every fraction)"
     )
-    d.add_argument("--batch-size", type=int, default=4)
-    d.add_argument("--lr", type=float, default=4e-3)
+    d.add_argument("--batch-size", type=int, default=4, help="scans per optimiser step")
+    d.add_argument("--lr", type=float, default=4e-3, help="AdamW learning rate (cosine to 0)")
     d.add_argument("--head-layers", type=int, default=3, help="3x3 conv layers of the detection head")
     d.add_argument("--no-augment", action="store_true", help="no flip / rotation / scaling while training")
     d.add_argument("--freeze-encoder", action="store_true", help="train the head only")
@@ -57,8 +59,10 @@ def register(group_parser: argparse.ArgumentParser) -> None:
         help="AP ignores ground truth boxes with fewer than N LiDAR points inside, and detections "
         "matched to them (nuScenes/Waymo practice); 0 evaluates every box",
     )
-    d.add_argument("--seed", type=int, default=0)
-    d.add_argument("--device", default="auto")
+    d.add_argument(
+        "--seed", type=int, default=0, help="labelled frames, batch order, augmentations, head init"
+    )
+    d.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     d.add_argument("--out", default="runs/lidar_detection", help="folder for results.json / results.md")
     d.set_defaults(func=cmd_detect)
 
