@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         cfg = C.load_config(base if base is not None else args.config, args.overrides)
     except C.ConfigError as e:
-        raise UserError(str(e)) from None
+        raise UserError(str(e) + _other_command_hint(base if base is not None else args.config)) from None
     if args.print_config:
         sys.stdout.write(C.to_yaml(cfg))
         return 0
@@ -83,3 +83,25 @@ def run(args: argparse.Namespace) -> int:
     if os.environ.get("RANK", "0") == "0":
         print(f"equivision: run folder {out}")
     return 0
+
+
+def _other_command_hint(path: str | os.PathLike | None) -> str:
+    """``"; ... is a LiDAR recipe: ..."`` when ``path`` is a recipe of another command (its own
+    top-level sections say so), else ``""``."""
+    if path is None:
+        return ""
+    from omegaconf import OmegaConf
+
+    try:
+        raw = OmegaConf.to_container(OmegaConf.load(path))
+    except Exception:  # noqa: BLE001 - unreadable: the config error itself says why
+        return ""
+    if not isinstance(raw, dict):
+        return ""
+    method = raw.get("method")
+    name = method.get("name") if isinstance(method, dict) else method
+    if "encoder" in raw:
+        return f"; {path} is a LiDAR recipe: run `equivision lidar pretrain --config {path}`"
+    if (isinstance(name, str) and name.startswith("pose_")) or "head" in raw:
+        return f"; {path} is a pose recipe: run `equivision pose train --config {path}`"
+    return ""

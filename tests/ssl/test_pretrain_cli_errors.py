@@ -76,3 +76,28 @@ def test_a_missing_data_folder_is_reported_before_an_existing_run_folder(key, da
     assert err.strip().splitlines() == [f"equivision: error: {err.split('error: ', 1)[1].strip()}"]
     assert f"{missing} does not exist ({key})" in err and "--resume" not in err
     assert rd.last.read_bytes() == b"an earlier run's checkpoint"
+
+
+SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
+
+
+@pytest.mark.parametrize(
+    ("recipe", "command"),
+    [
+        *[(p, "equivision lidar pretrain") for p in sorted((SCRIPTS / "pretrain" / "lidar").glob("*.yaml"))],
+        *[(p, "equivision pose train") for p in sorted((SCRIPTS / "pose").glob("*.yaml"))],
+    ],
+    ids=lambda v: v.name if isinstance(v, Path) else v,
+)
+def test_a_recipe_of_another_command_names_that_command(recipe, command, tmp_path, capsys):
+    assert main(["pretrain", "--config", str(recipe), f"data.root={tmp_path}", "--print-config"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert f"run `{command} --config {recipe}`" in err
+
+
+def test_an_image_recipe_error_has_no_other_command_hint(tmp_path, capsys):
+    recipe = SCRIPTS / "pretrain" / "mini" / "sie.yaml"
+    assert main(["pretrain", "--config", str(recipe), "data.nope=1"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown config key 'data.nope'" in err and "recipe: run" not in err
