@@ -36,15 +36,12 @@ fi
 
 for m in sie vicreg; do
   echo "== 3/5 pretrain $m ($EPOCHS epochs)"
-  if [ -f "$OUT/runs/mini_$m/checkpoints/backbone.safetensors" ]; then
-    echo "already trained: $OUT/runs/mini_$m"
-  else
-    resume=()
-    [ -f "$OUT/runs/mini_$m/checkpoints/last.pt" ] && resume=(--resume "$OUT/runs/mini_$m")
-    $BIN/equivision pretrain --config "scripts/pretrain/mini/$m.yaml" "${resume[@]}" \
-      data.root="$DATA" data.image_size="$RES" data.batch_size="$BATCH" epochs="$EPOCHS" \
-      out_dir="$OUT/runs" run_name="mini_$m"
-  fi
+  # the same command resumes an interrupted run, says "nothing to do" for a finished one, and refuses
+  # a run folder trained with other sizes (use another DEMO_DIR), so a finished run is never reused
+  # silently under another budget
+  $BIN/equivision pretrain --config "scripts/pretrain/mini/$m.yaml" \
+    data.root="$DATA" data.image_size="$RES" data.batch_size="$BATCH" epochs="$EPOCHS" \
+    out_dir="$OUT/runs" run_name="mini_$m"
 done
 
 for m in sie vicreg; do
