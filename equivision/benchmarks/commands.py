@@ -15,11 +15,18 @@ aggregate ``z_AGG`` of ``M_val`` views with the linear classifier, as ``linear_a
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 PROBE_ORDER = ("linear", "rotation", "color", "translation", "retrieval")
+
+
+def default_workers(cpus: int | None = None) -> int:
+    """Feature-extraction DataLoader workers: 4, or the CPU count when smaller (torch warns above it)."""
+    cpus = os.cpu_count() if cpus is None else cpus
+    return max(1, min(4, cpus or 1))
 
 
 def _csv(s: str) -> list[str]:
@@ -91,7 +98,12 @@ def register(group_parser: argparse.ArgumentParser) -> None:
         "--image-size", type=_positive_int, help="resize to this size (default: the record's input_size)"
     )
     run.add_argument("--extract-batch-size", type=int, default=256)
-    run.add_argument("--workers", type=int, default=4, help="DataLoader workers for feature extraction")
+    run.add_argument(
+        "--workers",
+        type=int,
+        default=default_workers(),
+        help="DataLoader workers for feature extraction (default: 4, at most the CPU count)",
+    )
     run.add_argument("--retrieval-splits", default="val", help="splits for PRE/MRR (val, train)")
     run.add_argument(
         "--method-features",
@@ -564,7 +576,12 @@ def _register_affine_ebv(sub: Any) -> None:
         "--image-size", type=_positive_int, help="resize to this size (default: the record's input_size)"
     )
     ebv.add_argument("--extract-batch-size", type=int, default=256)
-    ebv.add_argument("--workers", type=int, default=4, help="DataLoader workers for feature extraction")
+    ebv.add_argument(
+        "--workers",
+        type=int,
+        default=default_workers(),
+        help="DataLoader workers for feature extraction (default: 4, at most the CPU count)",
+    )
     ebv.add_argument("--cache-dir", help="feature cache folder (default: $EQUIVISION_CACHE or ~/.cache)")
     ebv.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
     ebv.add_argument("--out", help="output folder (default: <run>/report/ebv or ./probe-results/<name>)")

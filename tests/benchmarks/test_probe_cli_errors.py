@@ -122,3 +122,10 @@ def test_unknown_method_feature_is_refused_before_extraction(run_and_data, no_ex
     line = _error_line(capsys)
     assert "--method-features: method SIE has no output 'emb_nope'" in line, line
     assert line.endswith("valid: emb_equi, emb_inv, repr"), line  # SIE has no target_repr
+
+
+def test_feature_workers_default_to_at_most_the_cpu_count():
+    from equivision.benchmarks.commands import default_workers
+
+    assert [default_workers(n) for n in (1, 2, 3, 4, 16)] == [1, 2, 3, 4, 4]
+    assert default_workers(0) == 1  # os.cpu_count() may be None or 0: still one worker
