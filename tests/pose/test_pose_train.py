@@ -154,3 +154,24 @@ def test_eval_grid_level_out_of_range_is_a_config_error(level):
     """Refused when the config is read, not after training when the evaluation builds its grid."""
     with pytest.raises(ConfigError, match=rf"eval.grid_level={level} must be in \[0, 6\]"):
         load_pose_config(None, ["data.root=x", f"eval.grid_level={level}"])
+
+
+def test_a_missing_data_root_is_reported_before_an_existing_run_folder(tmp_path, capsys):
+    """The run folder holds a run whose config differs only in data.root: the missing folder is what
+    the user must fix, not a --resume suggestion (which `pose train` used to give)."""
+    from omegaconf import OmegaConf
+
+    from equivision.cli import main
+    from equivision.ssl.run import RunDir
+
+    args = ["--config", "scripts/pose/mini.yaml", f"out_dir={tmp_path / 'runs'}", "run_name=run"]
+    rd = RunDir(tmp_path / "runs" / "run").create()
+    saved = load_pose_config(args[1], [*args[2:], f"data.root={tmp_path / 'symsol'}"])
+    rd.config.write_text(OmegaConf.to_yaml(saved, resolve=True))
+    rd.last.write_bytes(b"an earlier run's checkpoint")
+    missing = tmp_path / "missing" / "folder"
+    assert main(["pose", "train", "--no-progress", "--no-eval", *args, f"data.root={missing}"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and err.startswith("equivision: error: ")
+    assert f"{missing} is not a SYMSOL dataset" in err and "--resume" not in err
+    assert rd.last.read_bytes() == b"an earlier run's checkpoint"

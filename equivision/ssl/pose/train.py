@@ -317,6 +317,12 @@ def train_pose(
         raise ConfigError(
             f"required config value(s) not set: {', '.join(missing)} (e.g. data.root=/path/to/symsol)"
         )
+    # the dataset first: a missing or mistyped data.root is what to fix, not a config difference
+    # from an existing run folder (which would suggest --resume)
+    d = cfg.data
+    dataset = SymsolDataset(
+        d.root, "train", d.shapes, d.train_per_shape, d.image_size, d.normalize, d.label, cfg.seed
+    )
     rd = RunDir(Path(run_dir) if run_dir is not None else Path(cfg.out_dir) / default_run_name(cfg))
     model_done = (rd.checkpoints / "model.safetensors").is_file()
     if rd.last.is_file():
@@ -330,10 +336,6 @@ def train_pose(
             )
     dev = resolve_device(cfg.device)
     bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and dev.type == "cuda")
-    d = cfg.data
-    dataset = SymsolDataset(
-        d.root, "train", d.shapes, d.train_per_shape, d.image_size, d.normalize, d.label, cfg.seed
-    )
     steps_per_epoch = len(dataset) // d.batch_size
     if steps_per_epoch == 0:
         raise ConfigError(
