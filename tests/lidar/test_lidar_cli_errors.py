@@ -97,3 +97,22 @@ def test_detect_help_shows_the_defaults_a_run_uses(monkeypatch, capsys):
         shown = re.search(rf"--{option} \S+ [^-]*?\(default: ([^)]*)\)", text)
         assert shown is not None and shown.group(1) == str(seen[option.replace("-", "_")]), option
     assert "(default: the manifest's)" not in text  # was said twice: in the help and by argparse
+
+
+def test_a_missing_data_root_is_reported_before_an_existing_run_folder(tmp_path, capsys):
+    """The run folder holds a run whose config differs only in data.root: the missing folder is what
+    the user must fix, not a config difference that suggests --resume."""
+    from equivision.ssl import config as C
+    from equivision.ssl.lidar.train import load_lidar_config
+    from equivision.ssl.run import RunDir
+
+    args = ["--config", "scripts/pretrain/lidar/mini.yaml", f"out_dir={tmp_path / 'runs'}", "run_name=run"]
+    small = ["encoder.backbone=resnet10t", "encoder.pillar_channels=8", "encoder.neck_channels=8"]
+    rd = RunDir(tmp_path / "runs" / "run").create()
+    rd.config.write_text(C.to_yaml(load_lidar_config(args[1], [*args[2:], *small, f"data.root={tmp_path}"])))
+    rd.last.write_bytes(b"an earlier run's checkpoint")
+    missing = tmp_path / "missing" / "folder"
+    assert main(["lidar", "pretrain", *args, *small, f"data.root={missing}"]) == 2
+    line = _error_line(capsys)
+    assert f"{missing} does not exist" in line and "resume" not in line
+    assert rd.last.read_bytes() == b"an earlier run's checkpoint"

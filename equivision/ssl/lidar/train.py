@@ -209,7 +209,7 @@ def pretrain_lidar(
             shown = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in list(changed.items())[:6])
             raise RunError(
                 f"{rd.path} holds a run with another config ({shown}); "
-                "pass resume=True or use another run_name"
+                "pass --resume (resume=True) to continue it with the new values, or use another run_name"
             )
         ckpt = load_checkpoint(rd.last)
         method.load_state_dict(ckpt["model"], strict=True)
