@@ -227,6 +227,11 @@ def diff(a: Mapping, b: Mapping, prefix: str = "") -> dict[str, tuple[Any, Any]]
 # --------------------------------------------------------------------------- validation
 
 
+BATCH_OF_ONE = (
+    "data.batch_size={} is too small: the methods' BatchNorm layers need at least 2 samples per batch"
+)
+
+
 def validate(cfg: DictConfig) -> None:
     """Check enumerations and ranges that the types alone do not express."""
 
@@ -256,6 +261,8 @@ def validate(cfg: DictConfig) -> None:
     for key, value in positive.items():
         if value < 1:
             raise ConfigError(f"{key}={value} must be a positive integer")
+    if cfg.data.batch_size < 2:
+        raise ConfigError(BATCH_OF_ONE.format(cfg.data.batch_size))
     for key, value in {
         "data.workers": cfg.data.workers,
         "optim.lr": cfg.optim.lr,

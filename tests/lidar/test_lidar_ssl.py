@@ -202,3 +202,16 @@ def test_unknown_config_key_is_named():
 
     with pytest.raises(ConfigError, match="method.weight_flw"):
         load_lidar_config(overrides=["data.root=x", "method.weight_flw=1"])
+
+
+@pytest.mark.parametrize(
+    ("value", "message"), [("0", "must be a positive integer"), ("1", "at least 2 samples")]
+)
+def test_batch_of_one_is_a_config_error(value, message):
+    # a batch of one reached torch's BatchNorm error at the first step (after writing last.pt)
+    from equivision.ssl.config import ConfigError
+    from equivision.ssl.lidar.train import load_lidar_config
+
+    with pytest.raises(ConfigError, match=f"data.batch_size={value} .*{message}"):
+        load_lidar_config(overrides=["data.root=x", f"data.batch_size={value}"])
+    load_lidar_config(overrides=["data.root=x", "data.batch_size=2"])  # the smallest that works

@@ -94,6 +94,10 @@ def test_typos_are_rejected_in_yaml(tmp_path: Path) -> None:
         ("optim.name=lamb", r"optim.name='lamb' is not valid; expected one of: adam, adamw, sgd"),
         ("optim.schedule=step", r"optim.schedule='step'"),
         ("data.batch_size=0", r"data.batch_size=0 must be a positive integer"),
+        (
+            "data.batch_size=1",
+            r"data.batch_size=1 is too small: the methods' BatchNorm layers need at least 2",
+        ),
         ("grad_clip=-1", r"grad_clip=-1.0 must be > 0"),
         ("optim", r"'optim' is not of the form key=value"),
     ],

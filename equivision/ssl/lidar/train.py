@@ -116,6 +116,8 @@ def load_lidar_config(
     for key in ("data.batch_size", "epochs", "log_every", "checkpoint_every"):
         if OmegaConf.select(cfg, key) < 1:
             raise C.ConfigError(f"{key}={OmegaConf.select(cfg, key)} must be a positive integer")
+    if cfg.data.batch_size < 2:
+        raise C.ConfigError(C.BATCH_OF_ONE.format(cfg.data.batch_size))
     OmegaConf.set_readonly(cfg, True)
     return cfg
 
