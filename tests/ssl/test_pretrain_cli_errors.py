@@ -101,3 +101,33 @@ def test_an_image_recipe_error_has_no_other_command_hint(tmp_path, capsys):
     assert main(["pretrain", "--config", str(recipe), "data.nope=1"]) == 2
     err = capsys.readouterr().err
     assert "unknown config key 'data.nope'" in err and "recipe: run" not in err
+
+
+def test_a_run_that_failed_before_its_first_step_restarts_with_the_corrected_config(
+    data_root, tmp_path, monkeypatch, capsys
+):
+    """A run stopped before step 1 leaves only its step-0 checkpoint: the corrected command starts
+    afresh instead of being refused as "a different config"; a trained run is still refused."""
+    from equivision.ssl.run import RunDir, load_checkpoint
+    from equivision.ssl.train import _Trainer as Trainer
+
+    args = tiny_overrides(data_root, tmp_path / "runs", method="sie", **{"data.batch_size": 4})
+    real_loop = Trainer._loop
+
+    def fail_at_first_step(self, state):
+        raise RuntimeError("failed at the first step")
+
+    monkeypatch.setattr(Trainer, "_loop", fail_at_first_step)
+    with pytest.raises(RuntimeError, match="first step"):
+        main(["pretrain", *args, "optim.lr=0.5"])
+    rd = RunDir(tmp_path / "runs" / "run")
+    assert load_checkpoint(rd.last)["state"]["step"] == 0
+    monkeypatch.setattr(Trainer, "_loop", real_loop)
+    capsys.readouterr()
+    assert main(["pretrain", *args, "optim.lr=0.01"]) == 0
+    assert "holds no trained step; starting afresh" in capsys.readouterr().out
+    ckpt = load_checkpoint(rd.last)
+    assert ckpt["state"]["step"] > 0 and ckpt["config"]["optim"]["lr"] == 0.01
+    # now trained: another change is refused as before
+    assert main(["pretrain", *args, "optim.lr=0.02"]) == 2
+    assert "already holds a run with a different config" in capsys.readouterr().err
