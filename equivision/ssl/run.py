@@ -168,6 +168,15 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     return ckpt
 
 
+def untrained(last: Path) -> bool:
+    """Whether ``last`` is a checkpoint of step 0 (a run that failed before its first step): such a
+    run folder may start afresh with a corrected config, nothing trained is lost."""
+    try:
+        return int(load_checkpoint(last)["state"]["step"]) == 0
+    except (RunError, KeyError, TypeError, ValueError):
+        return False
+
+
 # --------------------------------------------------------------------------- environment
 
 

@@ -48,6 +48,7 @@ from equivision.ssl.run import (
     environment_info,
     load_checkpoint,
     save_checkpoint,
+    untrained,
     write_backbone,
     write_report,
 )
@@ -214,14 +215,6 @@ def _rng_state(device: torch.device) -> dict[str, Any]:
     return state
 
 
-def _untrained(last: Path) -> bool:
-    """Whether ``last.pt`` is the checkpoint a run writes before its first step (step 0)."""
-    try:
-        return int(load_checkpoint(last)["state"]["step"]) == 0
-    except (RunError, KeyError, TypeError, ValueError):
-        return False
-
-
 def _set_rng_state(state: Mapping[str, Any], device: torch.device) -> None:
     random.setstate(_as_tuple(state["python"]))
     n = state["numpy"]
@@ -360,7 +353,7 @@ class _Trainer:
         if rd.config.is_file():
             saved = C.to_dict(C.load_config(rd.config))
         changed = C.diff(saved, current)
-        if not resume and changed and _untrained(rd.last):
+        if not resume and changed and untrained(rd.last):
             # only the step-0 checkpoint written at the start (the run failed before its first step,
             # e.g. on a setting fixed since): nothing is lost by starting afresh with the new config
             print(f"equivision: {rd.path} holds no trained step; starting afresh with the new config")

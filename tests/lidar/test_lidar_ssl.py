@@ -194,6 +194,15 @@ def test_pretraining_runs_with_decreasing_loss_and_saves_a_loadable_encoder(tiny
     other = load_lidar_config(overrides=[*tiny_pretrain_overrides(tiny_scans, tmp_path), "optim.lr=0.1"])
     with pytest.raises(RunError, match=r"optim.lr.*pass --resume"):
         pretrain_lidar(other)
+    # a folder whose checkpoint is of step 0 (a run that failed before its first step) starts afresh
+    from equivision.ssl.run import load_checkpoint, save_checkpoint
+
+    ckpt = load_checkpoint(rd / "checkpoints" / "last.pt")
+    ckpt["state"] = {**ckpt["state"], "step": 0, "finished": False}
+    save_checkpoint(rd / "checkpoints" / "last.pt", {k: v for k, v in ckpt.items() if k != "format"})
+    assert pretrain_lidar(other) == rd
+    assert load_checkpoint(rd / "checkpoints" / "last.pt")["state"]["step"] == 8
+    assert "optim:\n  name: adamw\n  lr: 0.1" in (rd / "config.yaml").read_text()
 
 
 def test_unknown_config_key_is_named():

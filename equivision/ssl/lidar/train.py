@@ -42,6 +42,7 @@ from equivision.ssl.run import (
     read_backbone_record,
     save_checkpoint,
     sha256_file,
+    untrained,
     write_backbone,
     write_report,
 )
@@ -207,6 +208,10 @@ def pretrain_lidar(
     if rd.last.is_file():
         saved = C.to_dict(load_lidar_config(rd.config)) if rd.config.is_file() else {}
         changed = C.diff(saved, C.to_dict(cfg))
+        if changed and not resume and untrained(rd.last):  # failed before its first step
+            print(f"equivision: {rd.path} holds no trained step; starting afresh with the new config")
+            rd.last.unlink()
+    if rd.last.is_file():
         if changed and not resume:
             shown = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in list(changed.items())[:6])
             raise RunError(
