@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `make demo`: the main job on the embedded default data, on a quiet 2-core CPU in about 6 minutes:
+# `make demo`: the main job on the embedded default data, on a quiet 2-core CPU in about 5 minutes:
 # render the mini dataset -> check it -> contact sheet -> pretrain SIE and VICReg -> probe both ->
 # print one results table and write the plots. Every step resumes if re-run.
 # Sizes can be changed through the environment (DEMO_OBJECTS, DEMO_VIEWS, DEMO_RES, DEMO_EPOCHS,
