@@ -10,7 +10,8 @@
   linear hypernetwork of the relative rotation quaternion (``R1.inv() * R2``, scalar-last, SciPy
   sign); ``rotcolor=True`` (SIERotColor, also registered as ``"sie_rotcolor"``) appends the colour
   delta (Δ floor hue, Δ light hue): a 6-d hypernetwork input;
-* loss (per-view BatchNorm: each view runs through the networks on its own, as officially)::
+* loss (per-view BatchNorm, as officially: each view runs through the backbone on its own, and the
+  projectors' :meth:`~equivision.ssl.heads.Projector.per_view` normalises each view on its own)::
 
     L = sim·MSE(z_inv(x), z_inv(y)) + equi_factor·sim·MSE(ẑ_equi, z_equi(y))
       + std·[v(Z_x) + v(Z_y)]/2 + std·v(Ẑ)/2 + cov·[c(Z_x) + c(Z_y)]
