@@ -414,7 +414,7 @@ register(
 # --------------------------------------------------------------------------------------- Image2Sphere
 # dmklee/image2sphere README (pose reference note §1.5): Google Drive files, loaded with
 # torch.load(...)["model_state_dict"] into I2S(num_classes=12, encoder=...). Listed so that they can be
-# found; no converter until the pose head lands (converter=None: `load` explains).
+# found; no converter yet: no key map to our pose head (pose_i2s) (converter=None: `load` explains).
 
 _I2S_PAPER = (
     "Klee, Biza, Platt, Walters, Image to Sphere: Learning Equivariant Features for Efficient Pose "
