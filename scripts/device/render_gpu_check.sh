@@ -12,8 +12,11 @@
 #    denoised on the GPU: --denoiser auto = oidn-cuda, else OptiX), frozen passes (--freeze auto:
 #    on with CUDA; the setting name reports the replay checks and mismatches), with the per-stage
 #    profile and the noise over 4 views (Cycles on the 2-core CPU: sigma 0.404 0.404 0.387 0.504);
-# 2. workers_16 / workers_8: a 2,400-image dataset with that setting (frozen), N processes (the
-#    summary line gives the steady rate, once every worker has written an image);
+#    if it fails (e.g. no GPU denoiser in the driver), bench_cycles_level_no_denoiser measures the
+#    same setting with --denoise off, and every later stage runs without a denoiser too;
+# 2. workers_16 / workers_8: a 3,000-image dataset (8 objects x 15 procedural classes x 25 views)
+#    with that setting (frozen), N processes (the summary line gives the steady rate, once every
+#    worker has written an image);
 # 3. bench_cycles_level_traced: the same as 1 with every pass traced (--freeze off);
 # 4. freeze: scripts/device/freeze_check.py (which frozen replays stay exact on CUDA);
 # 5. the speed/noise ladder below the Cycles-level setting, each as workers_16_NAME (the rate of 16
