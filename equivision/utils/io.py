@@ -1,5 +1,6 @@
 """Atomic writes: a file is written under a temporary name in the same folder and renamed,
-so a reader (or a resumed job) never sees a half-written file."""
+so a reader (or a resumed job) never sees a half-written file. The file gets the mode a plain
+``open()`` would give it (0666 less the umask), not the temporary file's 0600."""
 
 from __future__ import annotations
 
