@@ -43,6 +43,15 @@ def _pair() -> tuple[nn.Module, nn.Module]:
 
 def test_make_target_is_a_frozen_independent_copy() -> None:
     online, target = _pair()
+    with torch.no_grad():  # away from the init, so a freshly built network would not match
+        online[1].running_mean.fill_(5.0)
+    target = make_target(online)
+    # a copy: every parameter and buffer equal to the online network's
+    online_state, target_state = online.state_dict(), target.state_dict()
+    assert online_state.keys() == target_state.keys()
+    for k, v in online_state.items():
+        assert torch.equal(target_state[k], v), k
+        assert target_state[k].data_ptr() != v.data_ptr(), k  # not shared storage
     assert all(not p.requires_grad for p in target.parameters())
     assert all(p.requires_grad for p in online.parameters())
     with torch.no_grad():
