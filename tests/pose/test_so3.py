@@ -64,13 +64,36 @@ def test_readout_is_a_left_regular_representation():
     torch.testing.assert_close(f_rot, f, atol=1e-4, rtol=1e-4)
 
 
-def test_cached_readout_roundtrip_and_rebuild(tmp_path):
+def test_cached_readout_roundtrip_and_rebuild(tmp_path, monkeypatch):
+    import equivision.ssl.pose.so3 as so3
+
     w = cached_grid_readout(2, 1, tmp_path)
     f = tmp_path / "so3_readout_lmax2_level1.safetensors"
     assert f.is_file()
+    torch.testing.assert_close(w, so3.grid_readout(2, 1), atol=0, rtol=0)
+    real = so3.grid_readout
+    built = []
+
+    def counting(*args):
+        built.append(args)
+        return real(*args)
+
+    monkeypatch.setattr(so3, "grid_readout", counting)
+    # read back from the file: no recomputation
     torch.testing.assert_close(cached_grid_readout(2, 1, tmp_path), w, atol=0, rtol=0)
+    assert built == []
+    # a damaged file is recomputed once and replaced by a good one
     f.write_bytes(b"broken")
     torch.testing.assert_close(cached_grid_readout(2, 1, tmp_path), w, atol=0, rtol=0)
+    assert built == [(2, 1)]
+    torch.testing.assert_close(cached_grid_readout(2, 1, tmp_path), w, atol=0, rtol=0)
+    assert built == [(2, 1)]
+    # a readout of another shape (lmax 1's, under lmax 2's name) is recomputed, not returned
+    cached_grid_readout(1, 1, tmp_path)
+    f.write_bytes((tmp_path / "so3_readout_lmax1_level1.safetensors").read_bytes())
+    built.clear()
+    torch.testing.assert_close(cached_grid_readout(2, 1, tmp_path), w, atol=0, rtol=0)
+    assert built == [(2, 1)]
 
 
 def test_nearest_rotation_index_and_geodesic_distance():
