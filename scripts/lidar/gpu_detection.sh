@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The LiDAR BEV detection probe on one CUDA GPU and 16 CPU cores in about 6 minutes (H200, measured
-# with 600 fine-tuning steps: render 13 s, pretraining 48 s, probe 281 s; DET_STEPS is now 800):
+# with 600 fine-tuning steps and 0.25 m pillars: render 13 s, pretraining 48 s, probe 281 s; today's
+# defaults, 800 steps on 0.5 m pillars, are not timed yet):
 #   1. render LiDAR sequences with Mitsuba on the CPU (8 worker processes),
 #   2. pretrain the pillar encoder with E-SSL3D on the GPU (scripts/pretrain/lidar/gpu.yaml),
 #   3. fine-tune the detector at 5 / 20 / 100 % of the labels, scratch vs pretrained, on the GPU.
