@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One short check of the CUDA paths on a machine with one NVIDIA GPU (about 8 minutes; stages in order of importance, each with a time limit):
-# Mitsuba's cuda_ad_rgb renderer (bench render + a dataset render), one pretraining epoch of every
+# Mitsuba's cuda_ad_rgb renderer (bench render + a dataset render), two pretraining epochs of every
 # image method with bf16 autocast and channels_last, `bench train` on the GPU, and the LiDAR
 # detection probe (scripts/lidar/gpu_detection.sh, when present). Every stage has a time limit and
 # its own log; summary.txt lists each stage's exit status and seconds.
