@@ -13,8 +13,11 @@ mode: a misspelt key is an error). The ``method`` section is typed by the method
 
 Determinism: the scan order of epoch e is a permutation drawn from (seed, e), subsampling from
 (seed, epoch, index), and the augmentations of step k from a torch seed derived from (seed, k), so
-a resumed run (``checkpoints/last.pt`` every ``checkpoint_every`` steps and at the end) continues
-exactly as an uninterrupted one. No DDP and no mixed precision (the scans are small).
+a resumed run (``checkpoints/last.pt`` at the start, every ``checkpoint_every`` steps and at the end)
+continues
+exactly as an uninterrupted one. A run folder holding only the step-0 checkpoint (a run that failed
+before its first step) starts afresh with a changed config; a trained one needs ``--resume``.
+No DDP and no mixed precision (the scans are small).
 """
 
 from __future__ import annotations
