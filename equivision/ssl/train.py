@@ -12,7 +12,10 @@ gloo on CPU, NCCL on GPU). What a run produces depends only on (seed, config):
   so N ranks compute the loss of the global batch;
 * ``checkpoints/last.pt`` (written at the start, every ``checkpoint_every`` epochs, at ``max_steps``
   and on SIGINT/SIGTERM/SIGUSR1) holds everything needed to continue: a resumed run gives the same
-  metrics and weights as an uninterrupted one, also when it stopped in the middle of an epoch.
+  metrics and weights as an uninterrupted one, also when it stopped in the middle of an epoch;
+* an existing run folder continues when the config is unchanged; a changed config needs
+  ``--resume``, unless the folder holds only the step-0 checkpoint (the run failed before its first
+  step: it starts afresh with the new config).
 
 A non-finite loss, or one above ``spike_factor`` x the running median, stops the run
 (``nan_policy: stop``) before the bad step is applied, naming the step and keeping the last good
