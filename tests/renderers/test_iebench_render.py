@@ -345,19 +345,27 @@ def test_frozen_llvm_render_writes_the_traced_bytes(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "bad",
+    ("bad", "error", "message"),
     [
-        {"variant": "no_such_variant"},
-        {"val_fraction": 1.5},
-        {"source_options": {"classes": ["mug", "no_such_class"]}},
-        {"source": "folder", "source_options": {"root": "/no/such/folder"}},
+        ({"variant": "no_such_variant"}, ValueError, "unknown Mitsuba variant 'no_such_variant'"),
+        ({"val_fraction": 1.5}, ValueError, r"val_fraction must be in \[0, 1\), got 1.5"),
+        (
+            {"source_options": {"classes": ["mug", "no_such_class"]}},
+            ValueError,
+            r"unknown or no procedural classes \['no_such_class'\]",
+        ),
+        (
+            {"source": "folder", "source_options": {"root": "/no/such/folder"}},
+            FileNotFoundError,
+            "mesh folder /no/such/folder is not a folder",
+        ),
     ],
 )
-def test_refused_input_leaves_no_settings_lock(tmp_path, bad):
+def test_refused_input_leaves_no_settings_lock(tmp_path, bad, error, message):
     """A run refused for bad input neither renders nor locks the folder: the corrected command
     then runs there instead of being refused as 'rendered with other settings'."""
     out = tmp_path / "d"
-    with pytest.raises((ValueError, KeyError, FileNotFoundError)):
+    with pytest.raises(error, match=message):
         run_render(tiny_config(out, views_per_object=1, **bad), progress=False)
     assert not (out / ".equivision" / "settings.json").exists()
     assert not list(out.rglob("*.jpg"))
