@@ -64,10 +64,11 @@ def test_summarise_counts_replays_and_times_views_after_the_first():
     assert (s["median_ms_reference"], s["median_ms_frozen"], s["speedup"]) == (20, 4, 5.0)
 
 
-def test_unknown_mode_is_a_usage_error():
+def test_unknown_mode_is_a_usage_error(capsys):
     with pytest.raises(SystemExit) as e:
         _script().main(["--modes", "static,nope"])
     assert e.value.code == 2
+    assert "unknown function or mode ['nope']" in capsys.readouterr().err
 
 
 def test_apply_lighting_is_apply_view_without_the_pose():

@@ -66,8 +66,13 @@ def test_normalise_by_hand():
     v = normalise(np.array([[0.0, 0.0, 0.0], [3.0, 4.0, 0.0], [1.0, 1.0, 0.0]]))
     # bbox centre (1.5, 2, 0), diagonal 5
     np.testing.assert_allclose(v, [[-0.3, -0.4, 0.0], [0.3, 0.4, 0.0], [-0.1, -0.2, 0.0]])
-    for bad in (np.zeros((3, 3)), np.array([[np.nan, 0, 0], [1, 1, 1]]), np.zeros((0, 3)), np.zeros((4, 2))):
-        with pytest.raises(ValueError):
+    for bad, message in (
+        (np.zeros((3, 3)), "zero extent"),
+        (np.array([[np.nan, 0, 0], [1, 1, 1]]), "NaN or infinite"),
+        (np.zeros((0, 3)), r"non-empty \(V, 3\) vertex array, got shape \(0, 3\)"),
+        (np.zeros((4, 2)), r"non-empty \(V, 3\) vertex array, got shape \(4, 2\)"),
+    ):
+        with pytest.raises(ValueError, match=message):
             normalise(bad)
 
 
@@ -206,13 +211,13 @@ def test_classes_sorted_and_objects_deterministic():
 
 
 def test_procedural_bad_arguments():
-    for kwargs in (
-        {"objects_per_class": 0},
-        {"classes": ["unicorn"]},
-        {"classes": []},
-        {"classes": ["mug", "mug"]},
+    for kwargs, message in (
+        ({"objects_per_class": 0}, "objects_per_class must be a positive integer, got 0"),
+        ({"classes": ["unicorn"]}, r"unknown or no procedural classes \['unicorn'\]; known: airplane"),
+        ({"classes": []}, r"unknown or no procedural classes \[\]"),
+        ({"classes": ["mug", "mug"]}, r"procedural classes listed twice: \['mug', 'mug'\]"),
     ):
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match=message):
             ProceduralSource(**kwargs)
     src = ProceduralSource(objects_per_class=2, classes=["mug"])
     for cls, oid in (("chair", "chair_0000"), ("mug", "mug_1"), ("mug", "chair_0000"), ("mug", "mug_00x1")):
@@ -266,7 +271,7 @@ def test_folder_source_round_trip_and_up_axis(tmp_path):
     assert src.describe()["num_objects"] == 2 and src.describe()["up"] == "auto"
     with pytest.raises(MeshLoadError, match="missing"):
         src.load("shapes", "missing")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="up must be 'auto', 'y' or 'z', got 'x'"):
         FolderSource(tmp_path, up="x")
 
 
@@ -372,7 +377,7 @@ def test_shapenet_tree_classes_colours_and_up_axis(tmp_path):
 
 
 def test_shapenet_root_errors(tmp_path):
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(FileNotFoundError, match=r"ShapeNet root .*absent is not a folder"):
         ShapeNetSource(tmp_path / "absent")
     with pytest.raises(ValueError, match="no synset"):
         ShapeNetSource(tmp_path)
