@@ -83,7 +83,7 @@ def test_parameters_stay_in_the_stated_ranges_and_the_digit_stays_inside():
         x, torch.zeros(4), copies=10, ranges=D.AffineRanges(translation=0.1), seed=0
     )
     assert np.abs(frac.params.tx).max() <= 4.0 and np.abs(frac.params.ty).max() <= 4.0
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"invalid affine ranges .*need .*0 < scale lo <= hi"):
         D.AffineRanges(scale=(1.2, 0.8))
 
 

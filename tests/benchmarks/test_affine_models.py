@@ -59,7 +59,7 @@ def test_group_samples_are_inverse_pairs_with_equidistant_angles():
     assert torch.allclose(theta.diff(), torch.full((5,), 2 * math.pi / 6, dtype=torch.float64), atol=1e-5)
     again = sample_gl2_pairs(6, 0.3, torch.Generator().manual_seed(0), rotation_range=1.0)[0]
     assert torch.equal(g, again)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="need at least one group sample, got 0"):
         sample_gl2_pairs(0, 0.3)
 
 

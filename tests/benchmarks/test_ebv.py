@@ -44,7 +44,7 @@ def test_generation_reports_honestly_when_the_threshold_is_impossible():
     assert b.settings["tau_used"] == pytest.approx(0.525)
     ok = E.generate_ebv(3, 2, tau=0.55, max_steps=3_000, seed=0)  # a reachable tau
     assert ok.meets_threshold and ok.max_abs_cos <= 0.55 + 1e-4
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="need num >= 1 and dim >= 1, got num=0, dim=4"):
         E.generate_ebv(0, 4)
 
 
@@ -70,7 +70,7 @@ def test_ebv_head_logits_by_hand_and_perfect_on_separable_features():
     x = torch.tensor([[2.0, 0.0, 0.0], [1.0, 1.0, 0.0]])
     expected = torch.tensor([[1.0, 0.0, 0.0], [1 / math.sqrt(2), 1 / math.sqrt(2), 0.0]]) / 0.5
     assert torch.allclose(head(x), expected, atol=1e-6)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="project=False needs in_dim == basis dim, got 4 and 3"):
         E.EBVHead(4, basis, project=False)
 
     g = torch.Generator().manual_seed(0)

@@ -63,7 +63,7 @@ def test_compare_table_aligns_rows_and_marks_missing():
     assert "| rotation/full | R² global | 0.700 | 0.400 |" in lines
     assert "| retrieval/val | MRR | 0.500 | – |" in lines
     assert Rp.compare_table([a, b], names=["x", "y"]).splitlines()[0] == "| probe | metric | x | y |"
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="compare_table needs at least one results document"):
         Rp.compare_table([])
 
 
