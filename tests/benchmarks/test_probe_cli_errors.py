@@ -3,6 +3,8 @@ before any feature is extracted where the input can be checked up front."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from test_probe_end_to_end import _make_dataset, _make_run
@@ -70,7 +72,14 @@ def test_retrieval_alone_needs_no_held_out_objects(tmp_path, capsys):
             "--probes", "retrieval", "--workers", "0", "--no-cache",
             "--out", str(tmp_path / "out")]  # fmt: skip
     assert main(args) == 0
-    assert (tmp_path / "out" / "results.json").is_file()
+    doc = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert list(doc["probes"]) == ["retrieval/val"]  # only the probe asked for, and it ran
+    r = doc["probes"]["retrieval/val"]
+    assert r["queries"] == 2 * 1 * 4  # 2 classes x 1 val object x 4 views, each view a query
+    assert r["views_per_object"] == 4 and r["method"] == "sie"
+    hits = [r["H@1"], r["H@2"], r["H@5"], r["H@10"]]
+    assert all(0.0 <= h <= 1.0 for h in hits) and hits == sorted(hits)
+    assert r["H@1"] <= r["MRR"] <= 1.0
 
 
 @pytest.mark.parametrize(
