@@ -62,6 +62,10 @@ def test_cache_key_follows_split_files_and_image_size(tmp_path):
     ds.image_size = 16
     k3 = Fe.cache_key(Fe.dataset_fingerprint(ds))
     assert len({k1, k2, k3}) == 3
+    assert Fe.cache_key(Fe.dataset_fingerprint(ds)) == k3  # the same inputs: the same key
+    ds.image_size = FakeViews(tmp_path).image_size
+    np.save(tmp_path / "train_images.npy", np.array(["/a/x/"]))
+    assert Fe.cache_key(Fe.dataset_fingerprint(ds)) == k1  # back to the first inputs: the first key
 
 
 def test_no_cache_without_checkpoint_hash(tmp_path):
