@@ -93,7 +93,12 @@ class RenderBench:
             help="noise sigma = mean over this many views, each rendered with two seeds, for both renderers "
             "(first round only; 1 = view 0 alone)",
         )
-        p.add_argument("--mesh", default=None, help="an .obj path or a procedural class (default: chair)")
+        p.add_argument(
+            "--mesh",
+            default=None,
+            help="an .obj path or a procedural class; None: the procedural chair (with --cycles-python, "
+            "its .obj as exported for Cycles, so that both render the same geometry)",
+        )
         p.add_argument(
             "--cycles-python",
             default=None,

@@ -37,12 +37,29 @@ LOADER_TARGET = 3.0  # the loader must deliver at least 3x what a training step 
 # --------------------------------------------------------------------------- shared arguments
 
 
+def _batch_size(text: str) -> int:
+    """``--batch-size``: an integer >= 2 (the methods' BatchNorm layers need two samples), refused by
+    the parser, before anything is timed."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"must be at least 2 (BatchNorm needs two samples), got {value}")
+    return value
+
+
 def _add_step_arguments(p: argparse.ArgumentParser, method_help: str) -> None:
     p.add_argument("--method", default="sie", help=method_help)
     p.add_argument("--backbone", default="resnet18", help="resnet18, sie_resnet18 or any timm model")
     p.add_argument("--low-res-stem", action="store_true", help="3x3 stride-1 stem without max-pool")
     p.add_argument("--image-size", type=int, default=64)
-    p.add_argument("--batch-size", type=int, default=32, help="objects per step (each gives --views images)")
+    p.add_argument(
+        "--batch-size",
+        type=_batch_size,
+        default=32,
+        help="objects per step (each gives --views images; at least 2, for BatchNorm)",
+    )
     p.add_argument("--views", type=int, default=2, help="views per object in a batch")
     p.add_argument("--steps", type=int, default=10, help="timed steps of each kind (median reported)")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps of each kind first")

@@ -421,8 +421,8 @@ _I2S_PAPER = (
     "Prediction, ICLR 2023"
 )
 _I2S_NOTE = (
-    "Google Drive needs a browser for large files: download by hand and pass --file PATH. No converter yet "
-    "(it comes with the Image2Sphere pose head)."
+    "Google Drive needs a browser for large files: download by hand and pass --file PATH. No converter of "
+    "the official weights yet: the Image2Sphere pose head (pose_i2s) exists, a key map from them does not."
 )
 register(
     CheckpointRecord(

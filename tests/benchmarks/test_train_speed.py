@@ -453,3 +453,20 @@ def test_bench_loader_reads_split_files_from_split_dir(tiny_dataset, tmp_path, c
     r = json.loads((tmp_path / "b.json").read_text())
     assert r["loaders"][0]["dataset"]["split_dir"] == str(splits)
     assert r["loaders"][0]["dataset"]["train_objects"] == len(np.load(splits / "train_images.npy"))
+
+
+@pytest.mark.parametrize("command", [["bench", "train"], ["bench", "loader", "--data", "."]])
+@pytest.mark.parametrize("value", ["1", "0", "x"])
+def test_batch_size_below_two_is_refused_by_the_parser(command, value, capsys):
+    from equivision.cli import main as cli
+
+    with pytest.raises(SystemExit) as e:
+        cli([*command, "--batch-size", value])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --batch-size" in err and "Traceback" not in err
+    assert (
+        "expected an integer"
+        if value == "x"
+        else f"must be at least 2 (BatchNorm needs two samples), got {value}"
+    ) in err
