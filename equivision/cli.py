@@ -33,6 +33,25 @@ class UserError(Exception):
     """An error caused by bad input: printed without a traceback, exit code 2."""
 
 
+def int_in(low: int, high: int | None = None, why: str = ""):
+    """An argparse type: an integer in ``[low, high]`` (``high`` None: no upper bound), refused by the
+    parser with the bound (and ``why``, when given) in its message."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < low or (high is not None and value > high):
+            bound = f"in [{low}, {high}]" if high is not None else f">= {low}"
+            raise argparse.ArgumentTypeError(
+                f"expected an integer {bound}{f' ({why})' if why else ''}, got {text!r}"
+            )
+        return value
+
+    return parse
+
+
 def _available_groups() -> dict[str, tuple[str, str]]:
     out = {}
     for name, (mod, help_) in GROUPS.items():

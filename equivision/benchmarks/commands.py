@@ -20,6 +20,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from equivision.cli import int_in
+
 PROBE_ORDER = ("linear", "rotation", "color", "translation", "retrieval")
 
 
@@ -59,17 +61,6 @@ def _float_pair(s: str) -> tuple[float, float]:
     return lo, hi
 
 
-def _positive_int(s: str) -> int:
-    """An integer >= 1 (0 would silently mean "the default" where the value is optional)."""
-    try:
-        v = int(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {s!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {s!r}")
-    return v
-
-
 def register(group_parser: argparse.ArgumentParser) -> None:
     sub = group_parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
@@ -95,7 +86,7 @@ def register(group_parser: argparse.ArgumentParser) -> None:
     )
     run.add_argument("--regression-parts", default="full", help="parts for rotation/colour/translation")
     run.add_argument(
-        "--image-size", type=_positive_int, help="resize to this size (default: the record's input_size)"
+        "--image-size", type=int_in(1), help="resize to this size (default: the record's input_size)"
     )
     run.add_argument("--extract-batch-size", type=int, default=256)
     run.add_argument(
@@ -545,7 +536,7 @@ def _register_affine_ebv(sub: Any) -> None:
     aff.add_argument("--lr-grid", type=_floats, default=(1e-3, 3e-3, 1e-2), help="linear probe lr grid")
     aff.add_argument("--holdout", type=float, default=0.15, help="held-out training fraction for the lr")
     aff.add_argument(
-        "--image-size", type=_positive_int, help="backbone input size (default: the record's input_size)"
+        "--image-size", type=int_in(1), help="backbone input size (default: the record's input_size)"
     )
     aff.add_argument("--workers", type=int, default=0, help="DataLoader workers for feature extraction")
     aff.add_argument("--cache-dir", help="feature cache folder (default: $EQUIVISION_CACHE or ~/.cache)")
@@ -560,9 +551,7 @@ def _register_affine_ebv(sub: Any) -> None:
     ebv.add_argument("--data", help="3DIEBench-layout dataset root (default: the record's data.root)")
     ebv.add_argument("--split-dir", help="folder with {train,val}_images.npy (default: --data)")
     ebv.add_argument("--basis", help="an EBV basis file to use (default: generate one)")
-    ebv.add_argument(
-        "--ebv-dim", type=_positive_int, help="basis dimension d (default: the number of classes)"
-    )
+    ebv.add_argument("--ebv-dim", type=int_in(1), help="basis dimension d (default: the number of classes)")
     ebv.add_argument("--tau", type=float, default=0.002, help="target max |cos| (official 0.002)")
     ebv.add_argument("--ebv-steps", type=int, default=100_000, help="max generation steps (official 100k)")
     ebv.add_argument("--ebv-lr", type=float, default=1e-3, help="generation SGD lr (official 1e-3)")
@@ -573,7 +562,7 @@ def _register_affine_ebv(sub: Any) -> None:
     ebv.add_argument("--wd-grid", type=_floats, default=(0.0,), help="default 0")
     ebv.add_argument("--holdout", type=float, default=0.15, help="fraction of training objects for selection")
     ebv.add_argument(
-        "--image-size", type=_positive_int, help="resize to this size (default: the record's input_size)"
+        "--image-size", type=int_in(1), help="resize to this size (default: the record's input_size)"
     )
     ebv.add_argument("--extract-batch-size", type=int, default=256)
     ebv.add_argument(

@@ -15,32 +15,14 @@ import argparse
 import sys
 from pathlib import Path
 
-
-def _int_in(low: int, high: int | None = None):
-    """An argparse type: an int in ``[low, high]`` (``high`` None: no upper bound)."""
-
-    def parse(text: str) -> int:
-        return _check_int(text, low, high)
-
-    return parse
+from equivision.cli import int_in
 
 
 def _grid_level(text: str) -> int:
     """An argparse type: an SO(3) grid level the pose head accepts (imported only when given)."""
     from equivision.ssl.pose.method import MAX_GRID_LEVEL
 
-    return _check_int(text, 0, MAX_GRID_LEVEL)
-
-
-def _check_int(text: str, low: int, high: int | None) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = None
-    if value is None or value < low or (high is not None and value > high):
-        bound = f"in [{low}, {high}]" if high is not None else f">= {low}"
-        raise argparse.ArgumentTypeError(f"expected an integer {bound}, got {text!r}")
-    return value
+    return int_in(0, MAX_GRID_LEVEL)(text)
 
 
 def register(group_parser: argparse.ArgumentParser) -> None:
@@ -64,8 +46,8 @@ def register(group_parser: argparse.ArgumentParser) -> None:
         help="SO(3) grid level, 72 * 8^level rotations (default: the config's)",
     )
     e.add_argument("--split", default=None, choices=["train", "test"])
-    e.add_argument("--per-shape", type=_int_in(1), default=None, help="first n images of each shape")
-    e.add_argument("--batch-size", type=_int_in(1), default=None)
+    e.add_argument("--per-shape", type=int_in(1), default=None, help="first n images of each shape")
+    e.add_argument("--batch-size", type=int_in(1), default=None)
     e.add_argument("--device", default="auto")
     e.add_argument("--no-progress", action="store_true")
     e.set_defaults(func=cmd_eval)

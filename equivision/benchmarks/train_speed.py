@@ -30,23 +30,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from equivision.cli import int_in
+
 OVERHEAD_TARGET = 0.15  # the SSL part may cost at most 15 % on top of the backbone's own step
 LOADER_TARGET = 3.0  # the loader must deliver at least 3x what a training step consumes
 
 
 # --------------------------------------------------------------------------- shared arguments
-
-
-def _batch_size(text: str) -> int:
-    """``--batch-size``: an integer >= 2 (the methods' BatchNorm layers need two samples), refused by
-    the parser, before anything is timed."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 2:
-        raise argparse.ArgumentTypeError(f"must be at least 2 (BatchNorm needs two samples), got {value}")
-    return value
 
 
 def _add_step_arguments(p: argparse.ArgumentParser, method_help: str) -> None:
@@ -56,7 +46,7 @@ def _add_step_arguments(p: argparse.ArgumentParser, method_help: str) -> None:
     p.add_argument("--image-size", type=int, default=64)
     p.add_argument(
         "--batch-size",
-        type=_batch_size,
+        type=int_in(2, why="BatchNorm needs two samples"),
         default=32,
         help="objects per step (each gives --views images; at least 2, for BatchNorm)",
     )

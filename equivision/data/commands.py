@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from equivision.cli import UserError
+from equivision.cli import UserError, int_in
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -45,13 +45,6 @@ def _export_hf(args: argparse.Namespace) -> int:
     return 0
 
 
-def _positive(text: str) -> int:
-    v = int(text)
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
-    return v
-
-
 def register(group_parser: argparse.ArgumentParser) -> None:
     sub = group_parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
@@ -59,13 +52,13 @@ def register(group_parser: argparse.ArgumentParser) -> None:
     p = sub.add_parser("check", help="check a 3DIEBench-layout dataset folder (exit 1 if anything is wrong)")
     p.add_argument("dir", help="dataset root (<class>/<object>/image_i.jpg + latent_i.npy)")
     p.add_argument("--split-dir", help="folder with {train,val}_{images,labels}.npy (default: DIR)")
-    p.add_argument("--max-objects", type=_positive, help="check the files of the first N objects only")
-    p.add_argument("--workers", type=_positive, help="decoding threads (default: min(8, CPUs))")
+    p.add_argument("--max-objects", type=int_in(1), help="check the files of the first N objects only")
+    p.add_argument("--workers", type=int_in(1), help="decoding threads (default: min(8, CPUs))")
     p.add_argument(
         "--no-range-check", action="store_true", help="do not test latent values against the schema ranges"
     )
     p.add_argument(
-        "--show", type=_positive, default=20, help="messages shown per kind of problem (default 20)"
+        "--show", type=int_in(1), default=20, help="messages shown per kind of problem (default 20)"
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_check)

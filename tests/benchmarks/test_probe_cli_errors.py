@@ -31,36 +31,28 @@ def no_extraction(monkeypatch):
     monkeypatch.setattr(features, "run_encoder", boom)
 
 
-def _error_line(capsys) -> str:
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    lines = [ln for ln in err.splitlines() if ln.startswith("equivision: error:")]
-    assert len(lines) == 1, err
-    return lines[0]
-
-
 @pytest.mark.parametrize("command", ["run", "ebv"])
-def test_cuda_device_without_cuda(command, run_and_data, no_extraction, monkeypatch, capsys):
+def test_cuda_device_without_cuda(command, run_and_data, no_extraction, monkeypatch, capsys, error_line):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     run, data = run_and_data
     assert main(["probe", command, "--checkpoint", str(run), "--data", str(data), "--device", "cuda"]) == 2
-    assert "CUDA is not available" in _error_line(capsys)
+    assert "CUDA is not available" in error_line()
 
 
-def test_affine_cuda_device_without_cuda(run_and_data, monkeypatch, capsys):
+def test_affine_cuda_device_without_cuda(run_and_data, monkeypatch, capsys, error_line):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     run, _ = run_and_data
     assert main(["probe", "affine", "--checkpoint", str(run), "--models", "none", "--device", "cuda"]) == 2
-    assert "CUDA is not available" in _error_line(capsys)
+    assert "CUDA is not available" in error_line()
 
 
-def test_one_training_object_per_class_cannot_hold_out(tmp_path, no_extraction, capsys):
+def test_one_training_object_per_class_cannot_hold_out(tmp_path, no_extraction, capsys, error_line):
     pytest.importorskip("equivision.ssl.run")
     data, run = tmp_path / "data", tmp_path / "run"
     _make_dataset(data, train_per_class=1)
     _make_run(run, data)
     assert main(["probe", "run", "--checkpoint", str(run), "--data", str(data), "--device", "cpu"]) == 2
-    assert "cannot hold out 15% of 2 training objects" in _error_line(capsys)
+    assert "cannot hold out 15% of 2 training objects" in error_line()
 
 
 def test_retrieval_alone_needs_no_held_out_objects(tmp_path, capsys):
@@ -98,17 +90,17 @@ def test_zero_sizes_are_refused_not_taken_as_the_default(argv, capsys):
     assert "expected an integer >= 1" in capsys.readouterr().err
 
 
-def test_ebv_tau_out_of_range(run_and_data, capsys):
+def test_ebv_tau_out_of_range(run_and_data, capsys, error_line):
     run, data = run_and_data
     args = ["probe", "ebv", "--checkpoint", str(run), "--data", str(data), "--device", "cpu", "--tau", "-1",
             "--workers", "0", "--no-cache"]  # fmt: skip
     assert main(args) == 2
-    assert "tau must be in [0, 1), got -1.0" in _error_line(capsys)
+    assert "tau must be in [0, 1), got -1.0" in error_line()
 
 
-def test_affine_unknown_source_is_named_without_quotes(capsys):
+def test_affine_unknown_source_is_named_without_quotes(capsys, error_line):
     assert main(["probe", "affine", "--source", "mnist", "--models", "cnn"]) == 2
-    line = _error_line(capsys)
+    line = error_line()
     assert line.startswith("equivision: error: --source: unknown affine data source 'mnist'"), line
 
 
@@ -122,13 +114,13 @@ def test_affine_scale_must_be_a_lo_hi_pair(value, capsys):
     assert f"argument --scale: expected two comma-separated numbers lo,hi, got '{value}'" in err, err
 
 
-def test_unknown_method_feature_is_refused_before_extraction(run_and_data, no_extraction, capsys):
+def test_unknown_method_feature_is_refused_before_extraction(run_and_data, no_extraction, capsys, error_line):
     run, data = run_and_data
     args = ["probe", "run", "--checkpoint", str(run), "--data", str(data), "--device", "cpu",
             "--probes", "linear", "--method-features", "emb_inv,emb_nope",
             "--workers", "0", "--no-cache"]  # fmt: skip
     assert main(args) == 2
-    line = _error_line(capsys)
+    line = error_line()
     assert "--method-features: method SIE has no output 'emb_nope'" in line, line
     assert line.endswith("valid: emb_equi, emb_inv, repr"), line  # SIE has no target_repr
 

@@ -42,23 +42,15 @@ def test_without_a_manifest_the_given_classes_are_used(tmp_path):
         detection_classes(tmp_path, None)
 
 
-def _error_line(capsys) -> str:
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    lines = [ln for ln in err.splitlines() if ln.startswith("equivision: error:")]
-    assert len(lines) == 1, err
-    return lines[0]
-
-
-def test_detect_cli_missing_folder_and_cuda(tmp_path, manifest_root, monkeypatch, capsys):
+def test_detect_cli_missing_folder_and_cuda(tmp_path, manifest_root, monkeypatch, capsys, error_line):
     assert main(["lidar", "detect", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
-    assert "does not exist" in _error_line(capsys)
+    assert "does not exist" in error_line()
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert main(["lidar", "detect", "--data", str(manifest_root), "--device", "cuda"]) == 2
-    assert "CUDA is not available" in _error_line(capsys)
+    assert "CUDA is not available" in error_line()
 
 
-def test_unknown_registry_names_are_one_line_errors(monkeypatch, capsys):
+def test_unknown_registry_names_are_one_line_errors(monkeypatch, capsys, error_line):
     from equivision.benchmarks import lidar_detection
     from equivision.ssl.lidar import train
 
@@ -70,13 +62,9 @@ def test_unknown_registry_names_are_one_line_errors(monkeypatch, capsys):
     monkeypatch.setattr(train, "pretrain_lidar", unknown)
     monkeypatch.setattr(lidar_detection, "run_detection_benchmark", unknown)
     assert main(["lidar", "pretrain", "data.root=x"]) == 2
-    assert (
-        _error_line(capsys) == "equivision: error: unknown flow estimator 'nope'; known: nearest, truth, zero"
-    )
+    assert error_line() == "equivision: error: unknown flow estimator 'nope'; known: nearest, truth, zero"
     assert main(["lidar", "detect", "--data", "x"]) == 2
-    assert (
-        _error_line(capsys) == "equivision: error: unknown flow estimator 'nope'; known: nearest, truth, zero"
-    )
+    assert error_line() == "equivision: error: unknown flow estimator 'nope'; known: nearest, truth, zero"
 
 
 def test_detect_help_shows_the_defaults_a_run_uses(monkeypatch, capsys):
@@ -99,7 +87,7 @@ def test_detect_help_shows_the_defaults_a_run_uses(monkeypatch, capsys):
     assert "(default: the manifest's)" not in text  # was said twice: in the help and by argparse
 
 
-def test_a_missing_data_root_is_reported_before_an_existing_run_folder(tmp_path, capsys):
+def test_a_missing_data_root_is_reported_before_an_existing_run_folder(tmp_path, capsys, error_line):
     """The run folder holds a run whose config differs only in data.root: the missing folder is what
     the user must fix, not a config difference that suggests --resume."""
     from equivision.ssl import config as C
@@ -113,6 +101,6 @@ def test_a_missing_data_root_is_reported_before_an_existing_run_folder(tmp_path,
     rd.last.write_bytes(b"an earlier run's checkpoint")
     missing = tmp_path / "missing" / "folder"
     assert main(["lidar", "pretrain", *args, *small, f"data.root={missing}"]) == 2
-    line = _error_line(capsys)
+    line = error_line()
     assert f"{missing} does not exist" in line and "resume" not in line
     assert rd.last.read_bytes() == b"an earlier run's checkpoint"

@@ -13,6 +13,8 @@ import json
 import sys
 from pathlib import Path
 
+from equivision.cli import int_in
+
 
 def register(group_parser: argparse.ArgumentParser) -> None:
     sub = group_parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -53,7 +55,7 @@ def register(group_parser: argparse.ArgumentParser) -> None:
     d.add_argument("--top-k", type=int, default=100, help="at most this many detections per scan")
     d.add_argument(
         "--min-eval-points",
-        type=_non_negative,
+        type=int_in(0),
         default=1,
         metavar="N",
         help="AP ignores ground truth boxes with fewer than N LiDAR points inside, and detections "
@@ -65,16 +67,6 @@ def register(group_parser: argparse.ArgumentParser) -> None:
     d.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     d.add_argument("--out", default="runs/lidar_detection", help="folder for results.json / results.md")
     d.set_defaults(func=cmd_detect)
-
-
-def _non_negative(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        v = -1
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return v
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
